@@ -1,0 +1,44 @@
+"""Cost of exposing intermediate tensors, as a ratio to a plain forward pass.
+
+Shipped EfficientNet-Lite0 on CPU, batch 1 and 16: plain forward, forward with one layer
+exposed, forward with every layer exposed. Goal: one layer <= 1.1x, all layers <= 2x.
+
+    python benchmarks/bench_activations.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from _timing import SHIPPED_MODEL, input_shape, median_seconds, table
+
+import onnxviz
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=str(SHIPPED_MODEL))
+    args = parser.parse_args()
+
+    model = onnxviz.Model(args.model, provider="cpu", threads=args.threads)
+    names = [layer.name for layer in model.layers]
+    middle = next(l.name for l in model.layers[len(names) // 2:] if l.receptive_field)
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (1, 16):
+        x = rng.standard_normal(input_shape(model, batch)).astype(np.float32)
+        plain = median_seconds(lambda: model.run(x))
+        one = median_seconds(lambda: model.activations(x, [middle]))
+        every = median_seconds(lambda: model.activations(x, names), repeats=10)
+        rows.append([batch, plain * 1e3, one * 1e3, one / plain, every * 1e3, every / plain])
+    print(f"model: {model.name}, {len(names)} tensors, one exposed layer: {middle!r}, "
+          f"threads={args.threads}, providers={model.providers}")
+    print(table(["batch", "forward ms", "1 layer ms", "1 layer ratio (goal <= 1.1)",
+                 "all layers ms", "all layers ratio (goal <= 2)"], rows))
+
+
+if __name__ == "__main__":
+    main()

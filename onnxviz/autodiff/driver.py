@@ -1,0 +1,292 @@
+"""The backward driver: prune to the differentiated path, walk it in reverse, sum fan-out.
+
+Rules only map upstream gradients to input gradients for one node; everything else
+(which nodes to visit, accumulation, zeros, the seed input, the outputs) lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
+from onnxviz.autodiff.emitter import Emitter
+from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, RuleContext
+from onnxviz.errors import GradientError, NoGradientRuleError, UnknownTensorError
+from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
+
+MODES = ("plain", "guided", "deconvnet")
+SEED_NAME = "onnxviz_seed"
+GRAD_PREFIX = "onnxviz_grad:"
+#: Models below this opset are converted first, so rules see the modern op forms.
+MIN_OPSET = 13
+CONVERT_TO = 17
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+@dataclass(frozen=True)
+class GradientGraph:
+    """A model with a backward subgraph appended.
+
+    Attributes:
+        model: the new model; inputs are the original ones plus ``seed``.
+        output: the differentiated forward tensor (also a model output).
+        seed: name of the input holding the upstream gradient (shape of ``output``).
+        gradients: requested tensor -> name of the output holding its gradient.
+    """
+
+    model: onnx.ModelProto
+    output: str
+    seed: str
+    gradients: dict[str, str]
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise GradientError("the model imports no default ONNX opset")
+
+
+def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Convert models older than opset 13 so rules only meet modern op forms."""
+    if default_opset(model) >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, CONVERT_TO)
+    except Exception as exc:  # the converter raises bare RuntimeErrors
+        raise GradientError(
+            f"could not convert the opset-{default_opset(model)} model to opset {CONVERT_TO} "
+            f"for differentiation ({str(exc).splitlines()[0]}); re-export it at opset >= 13"
+        ) from exc
+    return fix_ir_version(converted)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value":
+                values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def _active_tensors(
+    graph: onnx.GraphProto, wrt: Sequence[str], dtypes: dict[str, int]
+) -> set[str]:
+    """Float tensors that depend differentiably on any of ``wrt``."""
+    active = set(wrt)
+    for node in graph.node:
+        if node.op_type in NON_DIFFERENTIABLE:
+            continue
+        if any(name in active for name in node.input if name):
+            for out in node.output:
+                if out and dtypes.get(out, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
+                    active.add(out)
+    return active
+
+
+def _needed_tensors(graph: onnx.GraphProto, output: str) -> set[str]:
+    """Tensors the output depends on."""
+    needed = {output}
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            needed.update(name for name in node.input if name)
+    return needed
+
+
+def path_nodes(
+    graph: onnx.GraphProto, output: str, wrt: Sequence[str], dtypes: dict[str, int]
+) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Nodes on a differentiable path from ``wrt`` to ``output``, in topological order."""
+    active = _active_tensors(graph, wrt, dtypes)
+    needed = _needed_tensors(graph, output)
+    on_path = active & needed
+    nodes = [
+        node
+        for node in graph.node
+        if node.op_type not in NON_DIFFERENTIABLE
+        and any(out in on_path for out in node.output)
+        and any(name in on_path for name in node.input if name)
+    ]
+    return nodes, on_path
+
+
+def blocking_ops(
+    model: onnx.ModelProto, output: str | None = None, wrt: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(op type, node name) of every node on the path that has no gradient rule."""
+    model = infer_shapes(upgrade_opset(model))
+    output, wrt = _resolve_names(model, output, wrt)
+    nodes, _ = path_nodes(model.graph, output, wrt, tensor_dtypes(model))
+    return [(n.op_type, n.name) for n in nodes if not _has_rule(n)]
+
+
+def _has_rule(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in RULES
+
+
+def _all_tensor_names(graph: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for node in graph.node:
+        names.update(node.output)
+    return names
+
+
+def _resolve_names(
+    model: onnx.ModelProto, output: str | None, wrt: Sequence[str] | None
+) -> tuple[str, list[str]]:
+    graph = model.graph
+    known = _all_tensor_names(graph)
+    if output is None:
+        output = graph.output[0].name
+    if wrt is None:
+        initializers = {init.name for init in graph.initializer}
+        wrt = [i.name for i in graph.input if i.name not in initializers][:1]
+    for name in [output, *wrt]:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise UnknownTensorError(f"the model has no tensor named {name!r}{hint}")
+    return output, list(wrt)
+
+
+class _Accumulator:
+    """Gradient contributions per forward tensor, summed once when first read."""
+
+    def __init__(self, e: Emitter) -> None:
+        self._parts: dict[str, list[str]] = {}
+        self._e = e
+
+    def add(self, name: str, grad: str) -> None:
+        self._parts.setdefault(name, []).append(grad)
+
+    def get(self, name: str) -> str | None:
+        parts = self._parts.get(name)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            parts[:] = [self._e.op("Sum", *parts)]
+        return parts[0]
+
+
+def gradient_model(
+    model: onnx.ModelProto,
+    output: str | None = None,
+    wrt: Sequence[str] | None = None,
+    mode: str = "plain",
+    expose: Sequence[str] = (),
+) -> GradientGraph:
+    """Append the vector-Jacobian product of ``output`` to the model, in standard ONNX ops.
+
+    Args:
+        model: a forward model (not modified). Opsets below 13 are converted to 17.
+        output: the forward tensor to differentiate (default: the first graph output).
+        wrt: tensors to differentiate with respect to (default: the first non-initializer
+            graph input); graph inputs or intermediate tensors.
+        mode: "plain", "guided" (guided backpropagation) or "deconvnet"; changes only the
+            ReLU-family rules.
+        expose: extra forward tensors to add as outputs (e.g. the feature map of Grad-CAM).
+
+    Returns:
+        A :class:`GradientGraph`: feeding the original inputs plus ``seed`` (any array of
+        ``output``'s shape) returns the original outputs, ``output``, the ``expose``
+        tensors and one gradient output per ``wrt`` tensor, in one run.
+
+    Raises:
+        NoGradientRuleError: an op on the path has no rule (names the op and node).
+        UnknownTensorError: ``output`` or a ``wrt`` name is not in the model.
+    """
+    if mode not in MODES:
+        raise GradientError(f"unknown gradient mode {mode!r}; choose one of {', '.join(MODES)}")
+    model = infer_shapes(upgrade_opset(model))
+    output, wrt = _resolve_names(model, output, wrt)
+    graph = model.graph
+    shapes, dtypes = tensor_shapes(model), tensor_dtypes(model)
+    nodes, on_path = path_nodes(graph, output, wrt, dtypes)
+    for node in nodes:
+        if not _has_rule(node):
+            raise NoGradientRuleError(node.op_type, node.name, node.domain)
+
+    taken = _all_tensor_names(graph) | {n.name for n in graph.node}
+    e = Emitter(taken)
+    seed = SEED_NAME if SEED_NAME not in taken else e.fresh("seed")
+    grads = _Accumulator(e)
+    grads.add(output, seed)
+    constants = _constants(graph)
+    opset = default_opset(model)
+
+    for node in reversed(nodes):
+        dy = [grads.get(out) if out else None for out in node.output]
+        if all(g is None for g in dy):
+            continue
+        needed = [bool(name) and name in on_path for name in node.input]
+        e.scope = f"{node.name or node.op_type}/"
+        ctx = RuleContext(node, e, dy, needed, shapes, dtypes, constants, opset, mode)
+        input_grads = RULES[node.op_type](ctx)
+        for name, grad, need in zip(node.input, input_grads, needed):
+            if need and grad is not None:
+                grads.add(name, grad)
+    e.scope = ""
+
+    grad_outputs = {}
+    for name in wrt:
+        grad = grads.get(name)
+        if grad is None:  # the output does not depend on it: the gradient is zero
+            grad = e.op("Mul", name, e.const(np.zeros((), dtype=_np_dtype(dtypes, name))))
+        out_name = GRAD_PREFIX + name
+        e.op("Identity", grad, outputs=[out_name])
+        grad_outputs[name] = out_name
+
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    g = new.graph
+    g.node.extend(e.nodes)
+    g.initializer.extend(e.initializers)
+    elem = dtypes.get(output, onnx.TensorProto.FLOAT)
+    g.input.append(helper.make_tensor_value_info(seed, elem, _dims(shapes.get(output))))
+    existing = {o.name for o in g.output}
+    for name in [output, *expose]:
+        if name not in existing:
+            g.output.append(_value_info(name, shapes, dtypes))
+            existing.add(name)
+    for name, out_name in grad_outputs.items():
+        g.output.append(helper.make_tensor_value_info(
+            out_name, dtypes.get(name, onnx.TensorProto.FLOAT), _dims(shapes.get(name))))
+    fix_ir_version(new)
+    try:
+        onnx.checker.check_model(new)
+    except onnx.checker.ValidationError as exc:  # a bug in a rule, not the user's fault
+        raise GradientError(f"the backward graph failed the ONNX checker: {exc}") from exc
+    return GradientGraph(new, output, seed, grad_outputs)
+
+
+def _np_dtype(dtypes: dict[str, int], name: str) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(dtypes.get(name, onnx.TensorProto.FLOAT)))
+
+
+def _dims(shape: tuple | None) -> list | None:
+    if shape is None:
+        return None
+    return [d if isinstance(d, (int, str)) else None for d in shape]
+
+
+def _value_info(name: str, shapes: dict, dtypes: dict) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(
+        name, dtypes.get(name, onnx.TensorProto.FLOAT), _dims(shapes.get(name))
+    )

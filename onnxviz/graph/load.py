@@ -1,0 +1,314 @@
+"""Load, check and shape-infer ONNX models; read tensor shapes and types.
+
+Every model onnxviz builds or loads goes through :func:`fix_ir_version`:
+onnx 1.23 writes IR version 14 by default, but the onnxruntime releases we
+support read only up to about IR 10.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from onnxviz.errors import ModelLoadError
+
+MAX_IR_VERSION = 10
+
+Shape = tuple[int | str | None, ...]
+
+# protobuf refuses to serialise a message over 2 GiB, so the in-memory checker
+# and shape inference cannot see such models; the checker can read them by path.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Load a model, check it, fix its IR version and infer its shapes.
+
+    Args:
+        source: a path to an ``.onnx`` file (external data files next to it are
+            loaded too), the raw bytes of one, or a ModelProto (copied, never
+            mutated).
+
+    Returns:
+        A new ModelProto that passed ``onnx.checker``, with
+        :func:`fix_ir_version` applied and shapes inferred where onnx can.
+
+    Raises:
+        ModelLoadError: the file is missing, is not ONNX, is corrupt or fails
+            the checker.
+    """
+    if isinstance(source, onnx.ModelProto):
+        label = f"model {source.graph.name or '<unnamed>'!r}"
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        label = "model bytes"
+        model = _parse(bytes(source), label)
+    else:
+        path = os.fspath(source)
+        label = repr(path)
+        model = _read(path)
+    _require_graph(model, label)
+    fix_ir_version(model)
+    _check(model, label, source)
+    inferred = _inferred(model)
+    if inferred is not None:  # the model is our own copy: no need for infer_shapes' copy
+        _apply_inferred(model, inferred)
+    return model
+
+
+def _read(path: str) -> onnx.ModelProto:
+    """Read an .onnx file and its external data, turning failures into ModelLoadError."""
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"model file {path!r} does not exist; check the path")
+    try:
+        return onnx.load(path, load_external_data=True)
+    except DecodeError as exc:
+        raise ModelLoadError(
+            f"{path!r} is not an ONNX model or is corrupt ({_first_line(exc)}); "
+            f"re-export or re-download it"
+        ) from exc
+    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
+        # onnx.load raises these when an external data file is missing or lies
+        # outside the model's folder.
+        raise ModelLoadError(
+            f"{path!r}: cannot read its external data ({_first_line(exc)}); keep the "
+            f"data files next to the .onnx file"
+        ) from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"cannot read {path!r} ({_first_line(exc)}); check it is a complete .onnx file"
+        ) from exc
+
+
+def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    """Parse serialized ModelProto bytes."""
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except DecodeError as exc:
+        raise ModelLoadError(
+            f"{label} are not an ONNX model or are corrupt ({_first_line(exc)}); "
+            f"pass the bytes of a complete .onnx file"
+        ) from exc
+    return model
+
+
+def _require_graph(model: onnx.ModelProto, label: str) -> None:
+    """Reject data that parsed as protobuf but is not a model.
+
+    Protobuf parsing is lenient: many byte strings decode to a ModelProto made
+    of unknown fields. Without a graph or an IR version it is not ONNX.
+    """
+    if model.ir_version == 0 or not model.HasField("graph"):
+        raise ModelLoadError(
+            f"{label} is not an ONNX model (no IR version or no graph); "
+            f"check that it is a complete .onnx file"
+        )
+
+
+def _check(model: onnx.ModelProto, label: str, source: object) -> None:
+    """Run onnx.checker, by path for models too large for one protobuf message."""
+    target: onnx.ModelProto | str = model
+    # half the limit: a margin for the graph itself and for the size estimate
+    if _weight_bytes(model) > _PROTOBUF_LIMIT // 2 and isinstance(source, (str, os.PathLike)):
+        target = os.fspath(source)
+    try:
+        onnx.checker.check_model(target)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{label} fails the ONNX checker: {_first_line(exc)}; re-export the model "
+            f"with a recent exporter"
+        ) from exc
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    """Approximate size of the initializers (ModelProto.ByteSize takes seconds on a VGG)."""
+    total = 0
+    for init in model.graph.initializer:
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        except KeyError:  # undefined or newer types: assume the widest
+            itemsize = 8
+        total += _numel(init.dims) * itemsize
+    return total
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def fix_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Lower the IR version to what onnxruntime reads, without going below the opsets' needs.
+
+    Args:
+        model: modified in place.
+
+    Returns:
+        The same model, with ``ir_version = max(min(ir, MAX_IR_VERSION), needed)``
+        where ``needed`` is the lowest IR version its opset imports allow.
+    """
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = max(min(model.ir_version, MAX_IR_VERSION), needed)
+    return model
+
+
+def make_model(graph: onnx.GraphProto, opset: int = 17, **kw: object) -> onnx.ModelProto:
+    """``onnx.helper.make_model`` with a default-domain opset import and a fixed IR version.
+
+    Args:
+        graph: the graph.
+        opset: default-domain opset version, used unless ``opset_imports`` is in ``kw``.
+        **kw: passed to ``onnx.helper.make_model`` (``producer_name``, ``opset_imports``...).
+
+    Returns:
+        The model, IR version fixed with :func:`fix_ir_version`.
+    """
+    kw.setdefault("opset_imports", [onnx.helper.make_opsetid("", opset)])
+    return fix_ir_version(onnx.helper.make_model(graph, **kw))
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Run ONNX shape inference (with data propagation), tolerating failures.
+
+    Args:
+        model: not modified.
+
+    Returns:
+        A new model with inferred ``value_info``, or ``model`` itself unchanged
+        when inference raises (unknown custom ops, models over 2 GiB...):
+        shapes are a convenience, never a reason to refuse a model.
+    """
+    inferred = _inferred(model)
+    if inferred is None:
+        return model
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    _apply_inferred(result, inferred)
+    return result
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Shape inference on the model's skeleton, None when it raises."""
+    try:
+        return onnx.shape_inference.infer_shapes(_skeleton(model), check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference errors come in many types; all mean "no shapes"
+        return None
+
+
+def _apply_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
+    """Copy inferred value_info and output types into ``model`` (in place)."""
+    weights = {init.name for init in model.graph.initializer}
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in weights)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
+
+
+# Initializers larger than this are hidden from shape inference (see _skeleton).
+_SKELETON_MAX_ELEMENTS = 1024
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers turned into typed graph inputs.
+
+    Shape inference serialises the whole model, weights included (seconds for
+    a VGG); it needs only their shapes. Small initializers keep their values
+    because data propagation reads them (Reshape targets, pads, axes).
+    """
+    graph = model.graph
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = max(model.ir_version, 4)  # initializers may then be absent from the inputs
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    sk_graph = skeleton.graph
+    sk_graph.name = graph.name
+    sk_graph.node.extend(graph.node)
+    sk_graph.output.extend(graph.output)
+    sk_graph.value_info.extend(graph.value_info)
+    sk_graph.sparse_initializer.extend(graph.sparse_initializer)
+    declared = {info.name for info in graph.input}
+    sk_graph.input.extend(graph.input)
+    for init in graph.initializer:
+        if int(_numel(init.dims)) <= _SKELETON_MAX_ELEMENTS:
+            sk_graph.initializer.append(init)
+        elif init.name not in declared:
+            sk_graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return skeleton
+
+
+def _numel(dims: object) -> int:
+    """Product of a sequence of ints (1 for a scalar)."""
+    total = 1
+    for d in dims:
+        total *= int(d)
+    return total
+
+
+def _value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """value_info, outputs and inputs, in increasing order of authority."""
+    graph = model.graph
+    return [*graph.value_info, *graph.output, *graph.input]
+
+
+def _dims(type_proto: onnx.TypeProto) -> Shape | None:
+    """Shape of a tensor type: ints, symbolic names, None for unknown; None if rank unknown."""
+    if type_proto.WhichOneof("value") != "tensor_type":
+        return None
+    tensor_type = type_proto.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(dim.dim_value)
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
+    """Shapes of every named tensor of known rank.
+
+    Reads the graph's inputs, outputs, value_info and initializers as they
+    are; call :func:`infer_shapes` first (``load_model`` does) to fill value_info.
+
+    Args:
+        model: not modified.
+
+    Returns:
+        ``{name: shape}``; a dimension is an int, the name of a symbolic
+        dimension, or None when unknown.
+    """
+    shapes: dict[str, Shape] = {}
+    for info in _value_infos(model):
+        dims = _dims(info.type)
+        if dims is not None and info.name:
+            shapes[info.name] = dims
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+def tensor_dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types (``onnx.TensorProto`` enum values) of every tensor whose type is known.
+
+    Args:
+        model: not modified; see :func:`tensor_shapes` about shape inference.
+
+    Returns:
+        ``{name: elem_type}``.
+    """
+    dtypes: dict[str, int] = {}
+    for info in _value_infos(model):
+        if info.type.WhichOneof("value") == "tensor_type" and info.type.tensor_type.elem_type:
+            dtypes[info.name] = info.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        dtypes[init.name] = init.data_type
+    return dtypes

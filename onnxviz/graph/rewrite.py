@@ -1,0 +1,212 @@
+"""Graph rewrites: expose intermediate tensors as outputs, cut a model, prune dead code.
+
+Each function returns a new model (the argument is never modified) whose IR
+version went through :func:`fix_ir_version`; results pass ``onnx.checker``
+whenever shape inference knows the type of every output.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+
+import onnx
+
+from onnxviz.errors import UnknownTensorError
+from onnxviz.graph._nodes import tensor_names, used_names
+from onnxviz.graph.load import fix_ir_version, infer_shapes
+
+
+def expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """Add tensors to a model's outputs.
+
+    Args:
+        model: not modified.
+        names: tensors to expose: node outputs, graph inputs or initializers.
+
+    Returns:
+        A new model, inputs untouched, whose outputs are the original ones
+        followed by ``names`` (each output once, in order), typed from shape
+        inference where known.
+
+    Raises:
+        UnknownTensorError: a name is not a tensor of the model.
+    """
+    result = _inferred_copy(model)
+    graph = result.graph
+    _require_known(graph, names)
+    outputs = {out.name for out in graph.output}
+    wanted = [name for name in dict.fromkeys(names) if name not in outputs]
+    types = _Types(result)
+    graph.output.extend(types.value_info(name) for name in wanted)
+    _drop_value_info(graph, set(wanted))
+    return fix_ir_version(result)
+
+
+def cut(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """Truncate a model so that ``name`` is its only output.
+
+    Args:
+        model: not modified.
+        name: the tensor to end at.
+
+    Returns:
+        A new model computing only ``name``, pruned to the nodes it needs.
+
+    Raises:
+        UnknownTensorError: ``name`` is not a tensor of the model.
+    """
+    result = _inferred_copy(model)
+    graph = result.graph
+    _require_known(graph, [name])
+    info = _Types(result).value_info(name)
+    del graph.output[:]
+    graph.output.append(info)
+    _drop_value_info(graph, {name})
+    return prune(result)
+
+
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes and initializers no output needs.
+
+    Graph inputs stay (the model's interface does not change), except the
+    input entries that only shadowed a dropped initializer (IR < 4 models list
+    every initializer as an input).
+
+    Args:
+        model: not modified.
+
+    Returns:
+        A new, pruned model.
+    """
+    result = _copy(model)
+    graph = result.graph
+    needed = {out.name for out in graph.output}
+    keep = [False] * len(graph.node)
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        if any(name in needed for name in node.output):
+            keep[index] = True
+            needed |= used_names(node)
+    dropped_inits = {init.name for init in graph.initializer if init.name not in needed}
+    _keep(graph.node, lambda index, node: keep[index])
+    _keep(graph.initializer, lambda _, init: init.name not in dropped_inits)
+    _keep(graph.input, lambda _, info: info.name not in dropped_inits)
+    produced = {name for node in graph.node for name in node.output}
+    _keep(graph.value_info, lambda _, info: info.name in produced)
+    return fix_ir_version(result)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    return result
+
+
+def _inferred_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with inferred shapes (infer_shapes copies, except when inference fails)."""
+    result = infer_shapes(model)
+    return _copy(model) if result is model else result
+
+
+def _keep(field: object, predicate: Callable[[int, object], bool]) -> None:
+    """Delete, in place, the items of a repeated protobuf field that fail ``predicate(index, item)``.
+
+    Deleting by index avoids copying the kept items (initializers can be large).
+    """
+    drop = [index for index, item in enumerate(field) if not predicate(index, item)]
+    for index in reversed(drop):
+        del field[index]
+
+
+def _require_known(graph: onnx.GraphProto, names: Sequence[str]) -> None:
+    """Raise UnknownTensorError, with close matches, for the first name the graph lacks."""
+    known = tensor_names(graph)
+    known_set = set(known)
+    for name in names:
+        if name not in known_set:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+            raise UnknownTensorError(
+                f"the model has no tensor named {name!r}; {hint}`onnxviz inspect` lists the layer names"
+            )
+
+
+# Outputs that shape inference of old opsets leaves unknown but that have an input's shape:
+# (op type, output index) -> input index.
+_SHAPE_OF_INPUT = {("Dropout", 1): 0}
+
+
+class _Types:
+    """Types and shapes of a graph's tensors, for declaring them as outputs."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.declared = {info.name: info for info in [*graph.value_info, *graph.input, *graph.output]}
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producers = {out: (node, i) for node in graph.node for i, out in enumerate(node.output)}
+        self.opsets = {o.domain: o.version for o in model.opset_import}
+        self.opsets.setdefault("", self.opsets.get("ai.onnx", 1))
+
+    def value_info(self, name: str) -> onnx.ValueInfoProto:
+        """A new ValueInfoProto for ``name``: inferred or declared, from its initializer, or from its op's schema.
+
+        Without any type information it is left untyped: onnxruntime infers it,
+        though onnx.checker then rejects the model.
+        """
+        info = onnx.ValueInfoProto()
+        if name in self.declared:
+            info.CopyFrom(self.declared[name])
+        elif name in self.initializers:
+            init = self.initializers[name]
+            info.CopyFrom(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+        elif (elem_type := self._schema_elem_type(name)) is not None:
+            info.CopyFrom(onnx.helper.make_tensor_value_info(name, elem_type, self._input_shape(name)))
+        else:
+            info.name = name
+        return info
+
+    def _elem_type(self, name: str) -> int:
+        if name in self.initializers:
+            return self.initializers[name].data_type
+        info = self.declared.get(name)
+        return info.type.tensor_type.elem_type if info is not None else 0
+
+    def _schema_elem_type(self, name: str) -> int | None:
+        """Element type of a node output that shape inference left untyped, from the op's schema.
+
+        Some old schemas (Dropout-7's mask) have no type inference; the output
+        is either of a fixed type ("tensor(bool)") or shares a type variable
+        with an input whose type is known.
+        """
+        if name not in self.producers:
+            return None
+        node, index = self.producers[name]
+        try:
+            schema = onnx.defs.get_schema(node.op_type, self.opsets.get(node.domain, 1), node.domain)
+        except onnx.defs.SchemaError:
+            return None
+        formal = schema.outputs[min(index, len(schema.outputs) - 1)]
+        if formal.type_str.startswith("tensor("):
+            return onnx.TensorProto.DataType.Value(formal.type_str[len("tensor(") : -1].upper())
+        for i, actual in enumerate(node.input):
+            formal_in = schema.inputs[min(i, len(schema.inputs) - 1)]
+            if formal_in.type_str == formal.type_str and self._elem_type(actual):
+                return self._elem_type(actual)
+        return None
+
+    def _input_shape(self, name: str) -> list | None:
+        """The shape of the input an output shares its shape with (Dropout's mask), if known."""
+        node, index = self.producers[name]
+        source = _SHAPE_OF_INPUT.get((node.op_type, index))
+        info = self.declared.get(node.input[source]) if source is not None else None
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            return None
+        dims = info.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+
+
+def _drop_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove value_info entries that became outputs (an output declares its own type)."""
+    if names:
+        _keep(graph.value_info, lambda _, info: info.name not in names)

@@ -1,0 +1,360 @@
+"""``Model``: one loaded ONNX model, its preprocessing, and the arrays methods ask for.
+
+A method says what it needs (tensors, gradients); ``Model`` builds (and caches) one
+rewritten model and session for that need and returns numpy arrays. No hooks, no
+hidden state beyond those caches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxviz.errors import ImageError, OnnxvizError, UnknownTensorError
+from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
+from onnxviz.graph.layers import Layer, list_layers
+from onnxviz.graph.load import load_model
+from onnxviz.graph.rewrite import expose
+from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
+from onnxviz.runtime.session import Session, get_session
+
+Target = int | str | Sequence[int | str] | np.ndarray | None
+
+#: Ops that turn logits into probabilities; gradients are taken before them.
+_PROBABILITY_OPS = ("Softmax", "LogSoftmax")
+_PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
+
+
+@dataclass(frozen=True)
+class VJP:
+    """Result of one forward+backward run.
+
+    Attributes:
+        output: the differentiated tensor's value (e.g. logits), shape (N, ...).
+        gradients: requested tensor name -> its gradient, each with a leading batch axis.
+        exposed: extra forward tensors asked for, by name.
+    """
+
+    output: np.ndarray
+    gradients: dict[str, np.ndarray]
+    exposed: dict[str, np.ndarray]
+
+
+class Model:
+    """An ONNX image model ready to run, expose and differentiate.
+
+    Args:
+        source: a path to a ``.onnx`` file, its bytes, or a ``ModelProto``.
+        provider: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
+        preprocessing: a :class:`Preprocessing`, a preset name ("torchvision", "caffe",
+            "tf", "raw"), or None to read it from the model's metadata (falling back to
+            torchvision-style ImageNet normalisation at the model's input size).
+        threads: intra-op threads for onnxruntime (None: its default).
+        batch_size: largest batch sent to onnxruntime in one call.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | bytes | onnx.ModelProto,
+        provider: str = "auto",
+        preprocessing: Preprocessing | str | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+        self.proto = load_model(source)
+        self.input: InputSpec = image_input(self.proto)
+        self.provider = provider
+        self.threads = threads
+        self.batch_size = batch_size
+        self.labels: list[str] | None = labels(self.proto)
+        self.preprocessing = self._preprocessing(preprocessing)
+        self._rewritten: dict[tuple, object] = {}
+
+    # ----------------------------------------------------------------- description
+    @property
+    def name(self) -> str:
+        if self.path is not None:
+            return self.path.name
+        return self.proto.graph.name or "model"
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.proto.graph.output]
+
+    @cached_property
+    def layers(self) -> list[Layer]:
+        """Every compute tensor with op type, shape and receptive field, in graph order."""
+        return list_layers(self.proto)
+
+    @cached_property
+    def logit_name(self) -> str:
+        """The tensor gradients are taken of: the first output, or the tensor before a
+        trailing Softmax/LogSoftmax (through Identity/Flatten/Reshape/Squeeze)."""
+        producers = {out: node for node in self.proto.graph.node for out in node.output}
+        name = self.output_names[0]
+        node = producers.get(name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type in _PROBABILITY_OPS:
+            return node.input[0]
+        return name
+
+    @property
+    def ends_in_softmax(self) -> bool:
+        return self.logit_name != self.output_names[0]
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the plain forward session really uses."""
+        return self.session(self.proto).providers
+
+    def tensor_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def check_tensor(self, name: str) -> str:
+        """Return ``name`` if the model has that tensor, else raise with close matches."""
+        known = {i.name for i in self.proto.graph.input} | {
+            out for node in self.proto.graph.node for out in node.output
+        }
+        if name in known:
+            return name
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownTensorError(
+            f"the model has no layer/tensor named {name!r}{hint} "
+            f"(`onnxviz inspect` lists them)"
+        )
+
+    # ----------------------------------------------------------------- sessions
+    def session(self, proto: onnx.ModelProto) -> Session:
+        return get_session(proto, self.provider, self.threads)
+
+    def _cached(self, key: tuple, build):
+        if key not in self._rewritten:
+            self._rewritten[key] = build()
+        return self._rewritten[key]
+
+    def _run(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs,
+             progress: bool | str = False) -> dict[str, np.ndarray]:
+        return self.session(proto).run_batched(
+            feeds, outputs=outputs, batch_size=self.batch_size, progress=progress
+        )
+
+    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(x)
+        if x.ndim == 3:
+            raise ImageError(
+                f"expected a batch (N, ...) in the model's input layout, got one sample of shape "
+                f"{x.shape}: add a batch axis (x[None]) or use Model.preprocess"
+            )
+        return {self.input.name: x.astype(np.float32, copy=False)}
+
+    # ----------------------------------------------------------------- forward
+    def run(self, x: np.ndarray, progress: bool | str = False) -> np.ndarray:
+        """The first output for a preprocessed batch ``x``, shape (N, classes) for classifiers."""
+        name = self.output_names[0]
+        return self._run(self.proto, self._feeds(x), [name], progress)[name]
+
+    def logits(self, x: np.ndarray, progress: bool | str = False) -> np.ndarray:
+        """Pre-softmax scores, shape (N, classes) (trailing size-1 axes flattened)."""
+        out = self.activations(x, [self.logit_name], progress=progress)[self.logit_name]
+        return out.reshape(out.shape[0], -1)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Softmax of :meth:`logits`, shape (N, classes)."""
+        z = self.logits(x).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def activations(self, x: np.ndarray, names: Sequence[str],
+                    progress: bool | str = False) -> dict[str, np.ndarray]:
+        """Values of any intermediate tensors, from one run of a model exposing them."""
+        names = [self.check_tensor(n) for n in dict.fromkeys(names)]
+        proto = self._cached(("expose", tuple(names)), lambda: expose(self.proto, names))
+        return self._run(proto, self._feeds(x), names, progress)
+
+    def predict(self, x: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:
+        """Top-k (class index, label, probability) per sample."""
+        probs = self.probabilities(x)
+        top = np.argsort(-probs, axis=1)[:, :k]
+        return [[(int(c), self.label(int(c)), float(p[c])) for c in row] for row, p in zip(top, probs)]
+
+    # ----------------------------------------------------------------- classes
+    def label(self, index: int) -> str:
+        if self.labels and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+    def class_index(self, target: int | str) -> int:
+        """A class index from an index, a numeric string, or a label (exact, then unique prefix)."""
+        if isinstance(target, (int, np.integer)):
+            return int(target)
+        text = str(target).strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if not self.labels:
+            raise OnnxvizError(
+                f"class {text!r} given by name but the model has no class labels in its "
+                f"metadata; give a class index instead"
+            )
+        lowered = [lab.lower() for lab in self.labels]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        matches = [i for i, lab in enumerate(lowered) if text.lower() in lab]
+        if len(matches) == 1:
+            return matches[0]
+        import difflib
+
+        close = difflib.get_close_matches(text.lower(), lowered, n=3)
+        some = [self.labels[i] for i in matches[:5]] or [self.labels[lowered.index(c)] for c in close]
+        hint = f"; candidates: {', '.join(map(repr, some))}" if some else ""
+        raise OnnxvizError(f"no single class matches {text!r}{hint}")
+
+    def targets(self, x: np.ndarray, target: Target) -> np.ndarray:
+        """One class index per sample: None means each sample's top-1 class."""
+        n = np.asarray(x).shape[0]
+        if target is None:
+            return np.argmax(self.logits(x), axis=1)
+        if isinstance(target, (int, np.integer, str)):
+            return np.full(n, self.class_index(target), dtype=np.int64)
+        out = np.asarray([self.class_index(t) for t in target], dtype=np.int64)
+        if out.shape != (n,):
+            raise OnnxvizError(f"got {out.size} targets for a batch of {n}: give one per sample")
+        return out
+
+    # ----------------------------------------------------------------- gradients
+    def _gradient_graph(self, output: str, wrt: tuple[str, ...], mode: str,
+                        exposed: tuple[str, ...]):
+        from onnxviz.autodiff import gradient_model
+
+        key = ("grad", output, wrt, mode, exposed)
+        return self._cached(key, lambda: gradient_model(self.proto, output, list(wrt), mode, exposed))
+
+    def vjp(
+        self,
+        x: np.ndarray,
+        seed: np.ndarray,
+        output: str | None = None,
+        wrt: Sequence[str] | None = None,
+        mode: str = "plain",
+        expose_names: Sequence[str] = (),
+        progress: bool | str = False,
+    ) -> VJP:
+        """One run returning ``output``, the gradients of <seed, output> and extra tensors.
+
+        Args:
+            x: preprocessed batch in the model's input layout.
+            seed: upstream gradient, an array of ``output``'s shape (a one-hot class, a
+                channel mask, any weighting).
+            output: tensor to differentiate (default: :attr:`logit_name`).
+            wrt: tensors to differentiate with respect to (default: the image input).
+            mode: "plain", "guided" or "deconvnet" (ReLU-family rules only).
+            expose_names: forward tensors to return as well.
+        """
+        output = self.check_tensor(output or self.logit_name)
+        wrt = tuple(self.check_tensor(w) for w in (wrt or [self.input.name]))
+        exposed = tuple(self.check_tensor(n) for n in expose_names)
+        gg = self._gradient_graph(output, wrt, mode, exposed)
+        names = [output, *[gg.gradients[w] for w in wrt], *exposed]
+        feeds = {**self._feeds(x), gg.seed: np.asarray(seed, dtype=np.float32)}
+        res = self._run(gg.model, feeds, list(dict.fromkeys(names)), progress)
+        return VJP(
+            output=res[output],
+            gradients={w: res[gg.gradients[w]] for w in wrt},
+            exposed={n: res[n] for n in exposed},
+        )
+
+    def one_hot(self, x: np.ndarray, targets: np.ndarray, output: str | None = None) -> np.ndarray:
+        """A seed selecting class ``targets[i]`` of sample i in ``output`` (default: logits)."""
+        shape = self._output_shape(output or self.logit_name, np.asarray(x).shape[0], x)
+        seed = np.zeros(shape, dtype=np.float32)
+        flat = seed.reshape(shape[0], -1)
+        if np.any(targets < 0) or np.any(targets >= flat.shape[1]):
+            raise OnnxvizError(
+                f"class index out of range: the model has {flat.shape[1]} classes, got {targets.tolist()}"
+            )
+        flat[np.arange(shape[0]), targets] = 1.0
+        return seed
+
+    def _output_shape(self, name: str, n: int, x: np.ndarray) -> tuple[int, ...]:
+        from onnxviz.graph.load import tensor_shapes
+
+        shapes = self._cached(("shapes",), lambda: tensor_shapes(self.proto))
+        shape = shapes.get(name)
+        if shape is not None and all(isinstance(d, int) for d in shape[1:]):
+            return (n, *shape[1:])
+        sample = self.activations(np.asarray(x)[:1], [name])[name]
+        return (n, *sample.shape[1:])
+
+    def gradient(
+        self,
+        x: np.ndarray,
+        target: Target = None,
+        wrt: str | None = None,
+        mode: str = "plain",
+    ) -> np.ndarray:
+        """Gradient of the logit of class ``target`` with respect to the input or a tensor.
+
+        The logit is the pre-softmax score: if the model ends in Softmax/LogSoftmax, the
+        tensor before it is differentiated (:attr:`logit_name`).
+
+        Args:
+            x: preprocessed batch (N, ...) in the model's input layout.
+            target: class index or label, one per sample, or None for each top-1 class.
+            wrt: tensor name to differentiate with respect to (default: the input).
+            mode: "plain", "guided" (guided backprop) or "deconvnet".
+
+        Returns:
+            The gradient, shaped like ``x`` (or like the ``wrt`` tensor).
+        """
+        targets = self.targets(x, target)
+        seed = self.one_hot(x, targets)
+        name = wrt or self.input.name
+        return self.vjp(x, seed, wrt=[name], mode=mode).gradients[name]
+
+    def gradient_blockers(self) -> list[tuple[str, str]]:
+        """(op type, node name) of ops without a gradient rule between input and logits."""
+        from onnxviz.autodiff import blocking_ops
+
+        return blocking_ops(self.proto, self.logit_name, [self.input.name])
+
+    # ----------------------------------------------------------------- images
+    def _preprocessing(self, given: Preprocessing | str | None) -> Preprocessing:
+        if isinstance(given, Preprocessing):
+            return given
+        if isinstance(given, str):
+            if given not in PRESETS:
+                raise OnnxvizError(
+                    f"unknown preprocessing preset {given!r}; choose one of {', '.join(PRESETS)}"
+                )
+            base = PRESETS[given]
+        else:
+            stored = preprocessing_dict(self.proto)
+            if stored is not None:
+                return Preprocessing.from_dict(stored)
+            base = PRESETS["torchvision"]
+        size = (self.input.height, self.input.width)
+        changes = {"layout": self.input.layout}
+        if all(isinstance(d, int) and d > 0 for d in size):
+            changes["size"] = size
+            if base.resize is not None:
+                changes["resize"] = int(round(max(size) * 256 / 224))
+        return base.replace(**changes)
+
+    def preprocess(self, images) -> np.ndarray:
+        """Image path(s) or array(s) -> float32 batch in the model's input layout."""
+        return preprocess(images, self.preprocessing)
+
+    def display_image(self, image) -> np.ndarray:
+        """The uint8 RGB image as the model sees it (resized and cropped), for overlays."""
+        return fit_image(load_image(image), self.preprocessing)

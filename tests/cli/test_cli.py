@@ -1,0 +1,355 @@
+"""The ``onnxviz`` command line, through click's CliRunner, on a tiny model and the shipped one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from tests.cli.tiny import LABELS, SIZE, tiny_cnn
+from onnxviz.cli import main
+from onnxviz.cli.attribute import COMMANDS
+from onnxviz.cli.options import SAMPLE_PHOTO, SHIPPED_MODEL
+
+METHODS = list(COMMANDS)
+GRADIENT_IMAGES = {"guided", "deconvnet"}  # (C, H, W) arrays; the others are 2-D maps
+# options that keep each method fast on the 32x32 tiny model
+FAST = {"smoothgrad": ["--samples", "4"], "ig": ["--steps", "8"], "occlusion": ["--window", "8", "--stride", "8"]}
+
+
+def _op_without_rule() -> str:
+    from onnxviz.autodiff import RULES
+
+    return next(op for op in ("Hardmax", "Round", "Sign", "Floor", "Ceil") if op not in RULES)
+
+
+BLOCKER = _op_without_rule()  # inserted after the tiny model's first ReLU
+
+
+def _runner() -> CliRunner:
+    try:  # click 8.1 mixes stderr into stdout unless told not to; 8.2 keeps them apart
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def run(*args: object):
+    return _runner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def png(path: Path) -> np.ndarray:
+    """Read a written PNG back (also checks that it is one)."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None and image.dtype == np.uint8
+    return image
+
+
+def user_error(result, *fragments: str) -> None:
+    """Exit code 1 and one ``error: ...`` line on stderr naming the problem."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def tiny(files):
+    from onnxviz.model import Model
+
+    return Model(files["model"])
+
+
+# --------------------------------------------------------------------------- the group
+ALL_COMMANDS = ["inspect", "activations", "filters", "report", *METHODS]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_help(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0 and f"Usage: main {command}" in result.output
+
+
+def test_group_help_and_version():
+    result = run("--help")
+    assert result.exit_code == 0 and all(c in result.output for c in ALL_COMMANDS)
+    assert run("--version").output.strip().endswith("0.1.0")
+
+
+def test_commands_match_attributions():
+    from onnxviz.methods import ATTRIBUTIONS
+
+    assert set(COMMANDS) == set(ATTRIBUTIONS)
+
+
+def test_cli_import_is_light():
+    """`onnxviz --help` must not pay for onnxruntime, onnx, opencv or numpy."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import onnxviz.cli"],
+        capture_output=True, text=True, check=True,
+    ).stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.splitlines() if "|" in line}
+    assert not imported & {"onnxruntime", "cv2", "onnx", "numpy"}, imported & {"onnxruntime", "cv2", "onnx", "numpy"}
+
+
+def test_public_api_names_resolve():
+    import onnxviz
+
+    assert onnxviz.__version__ == "0.1.0"
+    for name in onnxviz.__all__:
+        assert getattr(onnxviz, name) is not None, name
+    assert onnxviz.render.grid.tile is not None and issubclass(onnxviz.errors.ChannelError, onnxviz.errors.OnnxvizError)
+    with pytest.raises(AttributeError):
+        onnxviz.no_such_name  # noqa: B018
+
+
+def test_usage_error_keeps_exit_2(files):
+    result = run("activations", "-m", files["model"])  # --layer missing
+    assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------------- inspect
+def test_inspect_text(files, tiny):
+    result = run("inspect", "-m", files["model"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "opset" in out and "17" in out and "NCHW" in out and "5 classes" in out
+    assert f"{sum(w.size for w in map(onnx.numpy_helper.to_array, tiny.proto.graph.initializer)):,}" in out
+    table = out[out.index("\nlayers"):].splitlines()
+    for layer in tiny.layers:
+        row = next(r for r in table if r.split()[:2] == [layer.name, layer.op_type])
+        if layer.receptive_field is not None:  # size, jump, start at the end of the row
+            assert row.split()[-3] == str(int(layer.receptive_field.size[0]))
+
+
+def test_inspect_json_matches_layers(files, tiny):
+    result = run("inspect", "-m", files["model"], "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["opset"] == 17 and facts["ir_version"] == tiny.proto.ir_version
+    assert facts["inputs"] == [{"name": "input", "shape": ["N", 3, SIZE, SIZE], "dtype": "float32"}]
+    assert facts["image_input"]["layout"] == "NCHW" and facts["labels"] == len(LABELS)
+    assert facts["gradients"] == {"supported": True, "blockers": []}
+    assert "CPUExecutionProvider" in facts["providers"]
+    assert [(l["name"], l["op_type"], l["node_name"], tuple(l["shape"])) for l in facts["layers"]] == [
+        (l.name, l.op_type, l.node_name, tuple(l.shape)) for l in tiny.layers
+    ]
+    # receptive fields by hand: conv3x3 -> 3 (jump 1, start 0); then conv3x3/2 -> 5, jump 2, start 0
+    rf = {l["name"]: l["receptive_field"] for l in facts["layers"]}
+    assert rf["c1"] == {"size": [3, 3], "jump": [1, 1], "start": [0, 0]}
+    assert rf["features"] == {"size": [5, 5], "jump": [2, 2], "start": [0, 0]}
+    assert rf["logits"] is None
+
+
+def test_inspect_preprocessing_overrides(files):
+    args = ["--preset", "caffe", "--size", "24x20", "--resize", "none", "--rgb", "--mean", "1,2,3"]
+    facts = json.loads(run("inspect", "-m", files["model"], "--json", *args).stdout)
+    pp = facts["preprocessing"]
+    assert list(pp["size"]) == [24, 20] and pp["resize"] is None
+    assert pp["channel_order"] == "RGB" and list(pp["mean"]) == [1, 2, 3]
+
+
+def test_inspect_reports_gradient_blockers(files, tmp_path):
+    path = tmp_path / "blocked.onnx"
+    onnx.save(tiny_cnn(blocker=BLOCKER), path)
+    facts = json.loads(run("inspect", "-m", path, "--json").stdout)
+    assert facts["gradients"] == {"supported": False, "blockers": [{"op_type": BLOCKER, "node_name": "the_blocker"}]}
+    assert f"no gradient rule for {BLOCKER}" in run("inspect", "-m", path).stdout
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="shipped model missing")
+def test_inspect_shipped_model():
+    result = run("inspect", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["outputs"][0]["name"] == "logits" and facts["labels"] == 1000
+    assert facts["preprocessing"]["size"] in ([224, 224], (224, 224))
+    assert facts["parameters"] > 4_000_000
+    assert len(facts["layers"]) > 50
+    assert "Conv" in run("inspect").stdout
+
+
+# --------------------------------------------------------------------------- activations / filters
+def test_activations_grid_and_array(files, tiny, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run("activations", files["red"], "-m", files["model"], "--layer", "features", "-o", out, "--save-array")
+    assert result.exit_code == 0, result.output
+    from onnxviz.render import grid
+
+    x = tiny.preprocess([files["red"]])
+    acts = tiny.activations(x, ["features"])["features"][0]
+    np.testing.assert_allclose(np.load(out.with_suffix(".npy")), acts, rtol=1e-5, atol=1e-6)
+    assert png(out).shape == grid.channel_grid(acts).shape
+
+
+def test_activations_one_channel(files, tmp_path):
+    out = tmp_path / "c2.png"
+    result = run("activations", files["red"], "-m", files["model"], "--layer", "c1", "--channel", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert png(out).shape == (SIZE, SIZE, 3)
+
+
+def test_activations_default_image(files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("activations", "-m", files["model"], "--layer", "r1")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"{SAMPLE_PHOTO.stem}_r1.png").is_file()
+
+
+def test_filters(files, tmp_path):
+    out = tmp_path / "f.png"
+    result = run("filters", "-m", files["model"], "-o", out, "--save-array")
+    assert result.exit_code == 0, result.output
+    w1 = onnx.numpy_helper.to_array(tiny_cnn().graph.initializer[0])
+    np.testing.assert_array_equal(np.load(out.with_suffix(".npy")), w1)
+    from onnxviz.render import grid
+
+    assert png(out).shape == grid.filter_grid(w1).shape
+
+
+# --------------------------------------------------------------------------- attribution commands
+@pytest.mark.parametrize("method", METHODS)
+def test_attribution_command(method, files, tmp_path):
+    out = tmp_path / "map.png"
+    result = run(method, files["red"], "-m", files["model"], "-o", out, "--save-array", *FAST.get(method, []))
+    assert result.exit_code == 0, result.output
+    assert png(out).shape == (SIZE, SIZE, 3)
+    raw = np.load(out.with_suffix(".npy"))
+    assert raw.ndim == (3 if method in GRADIENT_IMAGES else 2) and np.isfinite(raw).all()
+    assert f"-> {out}" in result.stdout and "p=" in result.stdout
+
+
+def test_saliency_matches_api_and_target_label(files, tiny, tmp_path):
+    """The CLI's array is the library's, for the class named by its label."""
+    import onnxviz
+
+    out = tmp_path / "s.png"
+    result = run("saliency", files["red"], "-m", files["model"], "--target", "flamingo", "-o", out, "--save-array")
+    assert result.exit_code == 0, result.output
+    assert "class 4 'flamingo'" in result.stdout
+    x = tiny.preprocess([files["red"]])
+    expected = onnxviz.saliency(tiny, x, 4)[0]
+    np.testing.assert_allclose(np.load(out.with_suffix(".npy")), expected, rtol=1e-5, atol=1e-7)
+    p = tiny.probabilities(x)[0, 4]
+    assert f"p={p:.3f}" in result.stdout
+
+
+def test_several_images_to_folder(files, tmp_path):
+    out = tmp_path / "maps"
+    result = run("gradcam", files["red"], files["blue"], "-m", files["model"], "-o", out, "--target", "2")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["blue_gradcam.png", "red_gradcam.png"]
+    assert result.stdout.count("class 2 'cat'") == 2
+
+
+def test_image_folder(files, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("red", "blue"):
+        shutil.copy(files[name], photos)
+    result = run("occlusion", photos, "-m", files["model"], "-o", tmp_path / "maps", "--window", "16")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["blue_occlusion.png", "red_occlusion.png"]
+
+
+def test_one_png_for_several_images_is_a_usage_error(files, tmp_path):
+    result = run("cam", files["red"], files["blue"], "-m", files["model"], "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="shipped model missing")
+def test_gradcam_shipped_model_target_by_label(tmp_path):
+    out = tmp_path / "cat.png"
+    result = run("gradcam", "--target", "flamingo", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "class 130 'flamingo'" in result.stdout
+    assert png(out).shape == (224, 224, 3)
+
+
+# --------------------------------------------------------------------------- errors
+@pytest.fixture
+def out_dir(tmp_path):
+    """An output folder that must stay empty."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    yield folder
+    assert not list(folder.iterdir()), list(folder.iterdir())
+
+
+def test_missing_model(out_dir):
+    user_error(run("saliency", "-m", out_dir / "nope.onnx", "-o", out_dir), "does not exist")
+
+
+def test_corrupt_model(files, out_dir):
+    user_error(run("filters", "-m", files["corrupt"], "-o", out_dir / "f.png"), "not an ONNX model")
+
+
+def test_not_an_image_model(files, out_dir):
+    user_error(run("inspect", "-m", files["vector"]), "no 4-D image input")
+    user_error(run("gradcam", files["red"], "-m", files["vector"], "-o", out_dir), "no 4-D image input")
+
+
+def test_missing_shipped_model(monkeypatch, out_dir):
+    import onnxviz.cli.options as options
+
+    monkeypatch.setattr(options, "SHIPPED_MODEL", out_dir / "gone.onnx")
+    user_error(run("inspect"), "shipped model", "-m/--model")
+
+
+def test_unknown_layer(files, out_dir):
+    result = run("activations", files["red"], "-m", files["model"], "--layer", "featurez", "-o", out_dir / "a.png")
+    user_error(result, "featurez", "'features'")
+    user_error(run("gradcam", files["red"], "-m", files["model"], "--layer", "c3", "-o", out_dir), "'c3'")
+
+
+def test_channel_out_of_range(files, out_dir):
+    args = ["-m", files["model"], "--layer", "c1", "-o", out_dir / "a.png"]
+    user_error(run("activations", files["red"], *args, "--channel", "4"), "channel 4", "4 channels")
+    user_error(run("activations", files["red"], *args, "--channel", "-1"), "channel -1")
+
+
+def test_unknown_target_label(files, out_dir):
+    user_error(run("saliency", files["red"], "-m", files["model"], "--target", "zebra", "-o", out_dir), "zebra")
+    user_error(run("saliency", files["red"], "-m", files["model"], "--target", "7", "-o", out_dir), "out of range")
+
+
+def test_unreadable_and_missing_image(files, out_dir):
+    user_error(run("cam", files["broken_image"], "-m", files["model"], "-o", out_dir), "broken.jpg")
+    # the good first image must not be written either
+    user_error(run("cam", files["red"], out_dir / "none.png", "-m", files["model"], "-o", out_dir), "none.png")
+
+
+def test_op_without_gradient_rule(tmp_path, files, out_dir):
+    path = tmp_path / "blocked.onnx"
+    onnx.save(tiny_cnn(blocker=BLOCKER), path)
+    user_error(run("saliency", files["red"], "-m", path, "-o", out_dir), BLOCKER, "no gradient rule")
+
+
+# --------------------------------------------------------------------------- report
+def test_report_tiny_model(files, tmp_path):
+    from onnxviz.methods import ATTRIBUTIONS
+
+    out = tmp_path / "rep"
+    result = run("report", files["red"], files["blue"], "-m", files["model"], "-o", out)
+    assert result.exit_code == 0, result.output
+    page = Path(result.stdout.strip().splitlines()[-1])
+    assert page == out / "index.html"
+    html = page.read_text(encoding="utf-8")
+    import html as html_lib
+
+    for spec in ATTRIBUTIONS.values():
+        assert html_lib.escape(spec.title) in html, spec.title
+    assert "Methods skipped" not in html  # every method runs on the tiny model
+    assert "red.png" in html and "blue.png" in html
+    assert html.count("Top-5 predictions") == 2 or html.count("<table class=\"preds\">") == 2
+    assert "http://" not in html and "https://" not in html  # self-contained

@@ -1,0 +1,177 @@
+"""graph.rewrite: expose, cut and prune (structure, numerics against the reference, checker)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, two_branch_concat, vgg_like
+from onnxviz.errors import UnknownTensorError
+from onnxviz.graph.load import MAX_IR_VERSION, make_model
+from onnxviz.graph.rewrite import cut, expose, prune
+
+
+def reference(model: onnx.ModelProto, x: np.ndarray, names) -> list[np.ndarray]:
+    """Values of any tensors (intermediate ones too) from onnx's reference evaluator."""
+    return ReferenceEvaluator(model).run(list(names), {model.graph.input[0].name: x})
+
+
+def output_names(model: onnx.ModelProto) -> list[str]:
+    return [o.name for o in model.graph.output]
+
+
+def assert_valid(model: onnx.ModelProto) -> None:
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version <= MAX_IR_VERSION
+
+
+def test_expose_appends_outputs_with_types_and_matching_values():
+    model = vgg_like()
+    names = ["conv1", "relu1", "pool2", "flat", "fc1"]
+    exposed = expose(model, names)
+    assert_valid(exposed)
+    assert output_names(exposed) == ["prob", *names]
+    assert [i.name for i in exposed.graph.input] == ["x"]
+    shapes = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in exposed.graph.output}
+    assert shapes["pool2"] == ["N", 4, 4, 4] and shapes["flat"] == ["N", 64]
+    x = random_image(model, batch=3)
+    got = ort_run(exposed, x)
+    np.testing.assert_array_equal(got[0], ort_run(model, x)[0])
+    for value, expected in zip(got[1:], reference(model, x, names)):
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_expose_keeps_each_output_once_and_leaves_the_argument_alone():
+    model = vgg_like()
+    before = model.SerializeToString()
+    exposed = expose(model, ["relu1", "prob", "relu1", "logits"])
+    assert output_names(exposed) == ["prob", "relu1", "logits"]
+    assert model.SerializeToString() == before
+    assert output_names(expose(model, [])) == ["prob"]
+
+
+def test_expose_inputs_and_initializers():
+    model = conv_relu_pool()
+    exposed = expose(model, ["x", "conv_w", "conv_b"])
+    assert_valid(exposed)
+    x = random_image(model)
+    pooled, x_out, w, b = ort_run(exposed, x)
+    np.testing.assert_array_equal(x_out, x)
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    np.testing.assert_array_equal(w, initializers["conv_w"])
+    np.testing.assert_array_equal(b, initializers["conv_b"])
+    np.testing.assert_array_equal(pooled, ort_run(model, x)[0])
+
+
+def test_expose_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownTensorError, match=r"no tensor named 'reluu1'; did you mean 'relu1', 'relu2'") as info:
+        expose(gap_gemm(), ["relu1", "reluu1"])
+    message = str(info.value)
+    assert "\n" not in message and message.count("'relu") <= 4  # at most 3 suggestions
+
+
+def test_expose_unknown_name_without_close_names():
+    with pytest.raises(UnknownTensorError, match=r"no tensor named 'zzzzzzzz'; `onnxviz inspect`"):
+        cut(gap_gemm(), "zzzzzzzz")
+
+
+def test_cut_keeps_only_what_the_tensor_needs():
+    model = two_branch_concat()
+    truncated = cut(model, "b1_relu")
+    assert_valid(truncated)
+    assert output_names(truncated) == ["b1_relu"]
+    assert [n.op_type for n in truncated.graph.node] == ["Conv", "Relu"]
+    assert {i.name for i in truncated.graph.initializer} == {"b1_w", "b1_b"}
+    assert {v.name for v in truncated.graph.value_info} <= {"b1"}
+    x = random_image(model)
+    np.testing.assert_allclose(ort_run(truncated, x)[0], reference(model, x, ["b1_relu"])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_cut_at_a_merge_keeps_both_branches():
+    model = two_branch_concat()
+    truncated = cut(model, "cat")
+    assert [n.output[0] for n in truncated.graph.node] == ["a", "b1", "b1_relu", "b2", "cat"]
+    x = random_image(model)
+    np.testing.assert_allclose(ort_run(truncated, x)[0], reference(model, x, ["cat"])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_cut_at_an_existing_output_and_at_the_input():
+    model = gap_gemm()
+    same = cut(model, "logits")
+    assert len(same.graph.node) == len(model.graph.node)
+    assert output_names(same) == ["logits"]
+    at_input = cut(model, "x")
+    assert_valid(at_input)
+    assert len(at_input.graph.node) == 0 and len(at_input.graph.initializer) == 0
+    x = random_image(model)
+    np.testing.assert_array_equal(ort_run(at_input, x)[0], x)
+
+
+def test_prune_drops_dead_nodes_initializers_and_shadowing_inputs():
+    b_init = numpy_helper.from_array(np.ones(3, np.float32), "unused_w")
+    live = numpy_helper.from_array(np.full(3, 2.0, np.float32), "live_w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "live_w"], ["y"]),
+            helper.make_node("Add", ["x", "unused_w"], ["dead"]),
+            helper.make_node("Relu", ["dead"], ["dead2"]),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+            helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]),  # an unused real input: kept
+            helper.make_tensor_value_info("unused_w", TensorProto.FLOAT, [3]),  # IR 3 style: goes with its initializer
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [b_init, live],
+        value_info=[helper.make_tensor_value_info("dead", TensorProto.FLOAT, [3])],
+    )
+    model = make_model(graph)
+    pruned = prune(model)
+    assert_valid(pruned)
+    assert [n.op_type for n in pruned.graph.node] == ["Mul"]
+    assert [i.name for i in pruned.graph.initializer] == ["live_w"]
+    assert [i.name for i in pruned.graph.input] == ["x", "extra"]
+    assert not pruned.graph.value_info
+    assert len(model.graph.node) == 3  # argument untouched
+
+
+def vector(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [2])
+
+
+def test_prune_keeps_outer_names_used_by_subgraphs():
+    scale = numpy_helper.from_array(np.full(2, 3.0, np.float32), "scale")
+    then = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["t"])], "then", [], [vector("t")])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [], [vector("e")])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["c"]),
+            helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [scale, numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
+    pruned = prune(make_model(graph))
+    assert {i.name for i in pruned.graph.initializer} == {"scale", "zero"}
+    np.testing.assert_array_equal(ort_run(pruned, np.array([1, 2], np.float32))[0], [3, 6])
+
+
+@pytest.mark.parametrize("builder", [conv_relu_pool, gap_gemm, vgg_like, two_branch_concat])
+def test_exposing_everything_changes_nothing(builder):
+    model = builder()
+    names = [name for node in model.graph.node for name in node.output]
+    exposed = expose(model, names)
+    assert_valid(exposed)
+    x = random_image(model, batch=2, seed=1)
+    got = ort_run(exposed, x)
+    out = output_names(exposed)
+    expected = reference(model, x, out)
+    for name, value, ref in zip(out, got, expected):
+        np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(ref).max())), err_msg=name)
