@@ -76,6 +76,9 @@ class Model:
         self.labels: list[str] | None = labels(self.proto)
         self.preprocessing = self._preprocessing(preprocessing)
         self._rewritten: dict[tuple, object] = {}
+        # id(proto) -> (proto, session): get_session hashes the serialized model (~18 ms
+        # for the shipped model), far more than a forward pass, so look it up once per proto.
+        self._sessions: dict[int, tuple[onnx.ModelProto, Session]] = {}
 
     # ----------------------------------------------------------------- description
     @property
@@ -136,7 +139,10 @@ class Model:
 
     # ----------------------------------------------------------------- sessions
     def session(self, proto: onnx.ModelProto) -> Session:
-        return get_session(proto, self.provider, self.threads)
+        hit = self._sessions.get(id(proto))
+        if hit is None or hit[0] is not proto:
+            hit = self._sessions[id(proto)] = (proto, get_session(proto, self.provider, self.threads))
+        return hit[1]
 
     def _cached(self, key: tuple, build):
         if key not in self._rewritten:

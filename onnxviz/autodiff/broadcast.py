@@ -25,7 +25,7 @@ def broadcast_axes(in_shape: tuple, out_shape: tuple) -> tuple[list[int], list[i
         out_dim = out_shape[lead + axis]
         if dim == 1 and out_dim != 1:
             stretched.append(lead + axis)
-        elif dim == out_dim or isinstance(dim, int):
+        elif isinstance(dim, int) or (isinstance(dim, str) and dim == out_dim):
             continue
         else:
             raise GradientError(

@@ -259,7 +259,11 @@ def gradient_model(
     g.node.extend(e.nodes)
     g.initializer.extend(e.initializers)
     elem = dtypes.get(output, onnx.TensorProto.FLOAT)
-    g.input.append(helper.make_tensor_value_info(seed, elem, _dims(shapes.get(output))))
+    # The seed's dims are left unknown: onnx's inferred static shape can disagree with
+    # onnxruntime's (ceil_mode pools, Resize by scales), which would fail session creation.
+    out_shape = shapes.get(output)
+    seed_dims = None if out_shape is None else [None] * len(out_shape)
+    g.input.append(helper.make_tensor_value_info(seed, elem, seed_dims))
     existing = {o.name for o in g.output}
     for name in [output, *expose]:
         if name not in existing:

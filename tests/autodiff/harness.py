@@ -86,8 +86,8 @@ def directional_check(
     )
     u = {w: rng.standard_normal(np.shape(feeds[w])).astype(feeds[w].dtype) for w in wrt}
     analytic = float(sum(np.sum(u[w].astype(np.float64) * g) for w, g in zip(wrt, grads)))
-    plus = {**feeds, **{w: feeds[w] + eps * u[w] for w in wrt}}
-    minus = {**feeds, **{w: feeds[w] - eps * u[w] for w in wrt}}
+    plus = {**feeds, **{w: np.asarray(feeds[w] + eps * u[w]) for w in wrt}}
+    minus = {**feeds, **{w: np.asarray(feeds[w] - eps * u[w]) for w in wrt}}
     f_plus = _run(fwd, model, plus, out_name).astype(np.float64)
     f_minus = _run(fwd, model, minus, out_name).astype(np.float64)
     numeric = float(np.sum(v * (f_plus - f_minus)) / (2 * eps))
@@ -137,5 +137,4 @@ def backward_ops(model: onnx.ModelProto, wrt: Sequence[str], output: str | None 
                  mode: str = "plain") -> list[onnx.NodeProto]:
     """The nodes the driver appended (for structure checks)."""
     gg = gradient_model(model, output=output, wrt=wrt, mode=mode)
-    n_forward = len(model.graph.node)
-    return list(gg.model.graph.node[n_forward:])
+    return [n for n in gg.model.graph.node if n.name.startswith("vjp/")]
