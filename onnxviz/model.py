@@ -20,7 +20,7 @@ from onnxviz.errors import ImageError, OnnxvizError, UnknownTensorError
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
-from onnxviz.graph.rewrite import expose
+from onnxviz.graph.rewrite import expose, require_known
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
 from onnxviz.runtime.session import Session, get_session
 
@@ -123,19 +123,8 @@ class Model:
 
     def check_tensor(self, name: str) -> str:
         """Return ``name`` if the model has that tensor, else raise with close matches."""
-        known = {i.name for i in self.proto.graph.input} | {
-            out for node in self.proto.graph.node for out in node.output
-        }
-        if name in known:
-            return name
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted(known), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UnknownTensorError(
-            f"the model has no layer/tensor named {name!r}{hint} "
-            f"(`onnxviz inspect` lists them)"
-        )
+        require_known(self.proto.graph, [name])
+        return name
 
     # ----------------------------------------------------------------- sessions
     def session(self, proto: onnx.ModelProto) -> Session:

@@ -16,8 +16,9 @@ from onnx import helper, numpy_helper
 from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
 from onnxviz.autodiff.emitter import Emitter
 from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, RuleContext
-from onnxviz.errors import GradientError, NoGradientRuleError, UnknownTensorError
+from onnxviz.errors import GradientError, NoGradientRuleError
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
+from onnxviz.graph.rewrite import require_known
 
 MODES = ("plain", "guided", "deconvnet")
 SEED_NAME = "onnxviz_seed"
@@ -150,19 +151,12 @@ def _resolve_names(
     model: onnx.ModelProto, output: str | None, wrt: Sequence[str] | None
 ) -> tuple[str, list[str]]:
     graph = model.graph
-    known = _all_tensor_names(graph)
     if output is None:
         output = graph.output[0].name
     if wrt is None:
         initializers = {init.name for init in graph.initializer}
         wrt = [i.name for i in graph.input if i.name not in initializers][:1]
-    for name in [output, *wrt]:
-        if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise UnknownTensorError(f"the model has no tensor named {name!r}{hint}")
+    require_known(graph, [output, *wrt])
     return output, list(wrt)
 
 

@@ -34,7 +34,7 @@ def expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """
     result = _inferred_copy(model)
     graph = result.graph
-    _require_known(graph, names)
+    require_known(graph, names)
     outputs = {out.name for out in graph.output}
     wanted = [name for name in dict.fromkeys(names) if name not in outputs]
     types = _Types(result)
@@ -58,7 +58,7 @@ def cut(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """
     result = _inferred_copy(model)
     graph = result.graph
-    _require_known(graph, [name])
+    require_known(graph, [name])
     info = _Types(result).value_info(name)
     del graph.output[:]
     graph.output.append(info)
@@ -119,7 +119,7 @@ def _keep(field: object, predicate: Callable[[int, object], bool]) -> None:
         del field[index]
 
 
-def _require_known(graph: onnx.GraphProto, names: Sequence[str]) -> None:
+def require_known(graph: onnx.GraphProto, names: Sequence[str]) -> None:
     """Raise UnknownTensorError, with close matches, for the first name the graph lacks."""
     known = tensor_names(graph)
     known_set = set(known)
