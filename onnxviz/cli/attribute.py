@@ -51,7 +51,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "smoothgrad": CommandSpec(
         "SmoothGrad: saliency averaged over noisy copies of the image.",
         (
-            click.option("--samples", type=click.IntRange(min=1), default=None, help="Noisy copies (default 32)."),
+            click.option("--samples", type=click.IntRange(min=1), default=None, help="Noisy copies (default 25)."),
             click.option("--noise", type=click.FloatRange(min=0.0), default=None,
                          help="Noise level as a fraction of the input range (default 0.15)."),
         ),
