@@ -17,6 +17,7 @@ from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
 from onnxviz.autodiff.emitter import Emitter
 from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, RuleContext
 from onnxviz.errors import GradientError, NoGradientRuleError
+from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
 from onnxviz.graph.rewrite import require_known
 
@@ -26,13 +27,6 @@ GRAD_PREFIX = "onnxviz_grad:"
 #: Models below this opset are converted first, so rules see the modern op forms.
 MIN_OPSET = 13
 CONVERT_TO = 17
-
-_FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT,
-    onnx.TensorProto.DOUBLE,
-    onnx.TensorProto.FLOAT16,
-    onnx.TensorProto.BFLOAT16,
-}
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def _active_tensors(
             continue
         if any(name in active for name in node.input if name):
             for out in node.output:
-                if out and dtypes.get(out, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
+                if out and dtypes.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
                     active.add(out)
     return active
 

@@ -23,7 +23,7 @@ _CHANNEL_COUNTS = (1, 3, 4)
 # (casts and per-channel normalisation) without changing its layout.
 _LAYOUT_KEEPING = {"Cast", "Sub", "Div", "Mul", "Add", "Identity"}
 
-_FLOAT_TYPES = {
+FLOAT_TYPES = {
     onnx.TensorProto.FLOAT,
     onnx.TensorProto.DOUBLE,
     onnx.TensorProto.FLOAT16,
@@ -157,14 +157,14 @@ def parameter_count(model: onnx.ModelProto) -> int:
     Args:
         model: not modified.
     """
-    total = sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in _FLOAT_TYPES)
+    total = sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in FLOAT_TYPES)
     wanted = {node.input[0] for node in model.graph.node if node.op_type == "ConstantOfShape"}
     constants = constant_arrays(model, wanted)
     for node in model.graph.node:
         if node.op_type == "Constant":
             total += _constant_node_size(node)
         elif node.op_type == "ConstantOfShape" and node.input[0] in constants:
-            if _constant_of_shape_dtype(node) in _FLOAT_TYPES:
+            if _constant_of_shape_dtype(node) in FLOAT_TYPES:
                 total += int(np.prod(constants[node.input[0]]))
     return total
 
@@ -194,7 +194,7 @@ def constant_arrays(model: onnx.ModelProto, names: set[str] | None = None) -> di
 def _constant_node_size(node: onnx.NodeProto) -> int:
     """Elements of a float Constant node's value (0 for integer constants)."""
     for attr in node.attribute:
-        if attr.name == "value" and attr.t.data_type in _FLOAT_TYPES:
+        if attr.name == "value" and attr.t.data_type in FLOAT_TYPES:
             return int(np.prod(attr.t.dims))
         if attr.name == "value_float":
             return 1
