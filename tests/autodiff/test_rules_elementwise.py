@@ -453,3 +453,52 @@ def test_kinks_match_torch(op, attrs, torch_fn) -> None:
     model = single_op_model(op, {"x": x}, attrs, opset=18)
     (dx,) = run_vjp(model, {"x": x}, ["x"], np.ones(7))
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12)
+
+
+# --- float32 step masks -----------------------------------------------------------------
+
+
+def _float32_edges(lo: float | None, hi: float | None) -> np.ndarray:
+    """Values at, just inside and just outside each bound, plus tiny and huge ones.
+
+    "Just inside" is the next float32, or 1e-36 from a bound of 0: the steps are exact
+    from 2**-120 (7.5e-37) of a bound of 0 on, not for the denormals below it.
+    """
+    values = [0.0, -0.0, 1e-36, -1e-36, 1e-30, -1e-30, 0.5, -0.5, 3.0, 1e30, -1e30]
+    for bound in (lo, hi):
+        if bound is not None:
+            b = np.float32(bound)
+            values += [b] if b == 0 else [b, np.nextafter(b, np.float32(np.inf)),
+                                          np.nextafter(b, np.float32(-np.inf))]
+    return np.asarray(values, dtype=np.float32)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 6.0), (0.0, None), (None, 6.0), (-2.5, 3.25), (-1e30, 1e30), (1.0, 1.0)])
+@pytest.mark.parametrize("mode", ["plain", "guided"])
+def test_float32_clip_mask_is_exact_at_its_bounds(lo, hi, mode) -> None:
+    """float32 masks are HardSigmoid steps (see rules.elementwise.between): exact 0/1,
+    including values on a bound and one float32 step either side of it."""
+    x = _float32_edges(lo, hi)
+    inputs = {"x": x, "lo": None if lo is None else np.array(lo, np.float32),
+              "hi": None if hi is None else np.array(hi, np.float32)}
+    model = single_op_model("Clip", inputs, constants=["lo", "hi"])
+    ops = [n.op_type for n in backward_ops(model, ["x"], mode=mode)]
+    assert "Greater" not in ops and "Cast" not in ops and "HardSigmoid" in ops
+    y = np.clip(x, -np.inf if lo is None else np.float32(lo), np.inf if hi is None else np.float32(hi))
+    inside = np.ones(x.shape, bool)
+    if lo is not None:
+        inside &= y > np.float32(lo)
+    if hi is not None:
+        inside &= y < np.float32(hi)
+    dy = f32(normal(*x.shape))
+    up = dy if mode == "plain" else _pos(dy)
+    (dx,) = run_vjp(model, {"x": x}, ["x"], dy, mode=mode)
+    np.testing.assert_array_equal(dx, up * inside)
+
+
+def test_float32_relu_mask_is_exact() -> None:
+    x = _float32_edges(0.0, None)
+    dy = f32(normal(*x.shape))
+    model = single_op_model("Relu", {"x": x})
+    assert [n.op_type for n in backward_ops(model, ["x"])][:2] == ["HardSigmoid", "Mul"]
+    np.testing.assert_array_equal(run_vjp(model, {"x": x}, ["x"], dy)[0], dy * (x > 0))

@@ -41,7 +41,7 @@ import math
 
 from onnxviz.autodiff.broadcast import unbroadcast
 from onnxviz.autodiff.registry import RuleContext, register
-from onnxviz.autodiff.rules.elementwise import as_mask, elem_type, masked, scaled
+from onnxviz.autodiff.rules.elementwise import as_mask, between, elem_type, masked, scaled
 from onnxviz.errors import GradientError
 
 
@@ -73,18 +73,28 @@ def relu(ctx: RuleContext) -> list[str | None]:
     y = ctx.outputs[0]
     if ctx.mode == "deconvnet":
         return [_positive(ctx)]
-    return [masked(ctx, _upstream(ctx), ctx.e.op("Greater", y, _zero(ctx, y)), y)]
+    return [between(ctx, _upstream(ctx), y, 0.0, None)]
 
 
-def _clip_bounds(ctx: RuleContext) -> tuple[str | None, str | None]:
-    """Names of Clip's min and max: inputs (opset >= 11) or attributes (older)."""
-    y = ctx.outputs[0]
+def _clip_bounds(ctx: RuleContext) -> tuple[tuple[bool, float | None], tuple[bool, float | None]]:
+    """(known, value) of Clip's min and max: attributes (opset < 11) or constant inputs.
+
+    An absent bound is known and None; a bound computed in the graph is not known.
+    """
     if "min" in ctx.attrs or "max" in ctx.attrs:
         lo, hi = ctx.attr("min"), ctx.attr("max")
-        return (None if lo is None else ctx.const_like(lo, y),
-                None if hi is None else ctx.const_like(hi, y))
+        return (True, None if lo is None else float(lo)), (True, None if hi is None else float(hi))
+
+    def bound(name: str) -> tuple[bool, float | None]:
+        if not name:
+            return True, None
+        value = ctx.value(name)
+        if value is None or value.size != 1:
+            return False, None
+        return True, float(value.reshape(()))
+
     inputs = ctx.inputs + ["", ""]
-    return inputs[1] or None, inputs[2] or None
+    return bound(inputs[1]), bound(inputs[2])
 
 
 @register("Clip")
@@ -93,11 +103,14 @@ def clip(ctx: RuleContext) -> list[str | None]:
     e, y = ctx.e, ctx.outputs[0]
     if ctx.mode == "deconvnet":
         return _pad([_positive(ctx)], ctx)
-    lo, hi = _clip_bounds(ctx)
-    conds = ([e.op("Greater", y, lo)] if lo else []) + ([e.op("Less", y, hi)] if hi else [])
     up = _upstream(ctx)
-    if not conds:
-        return _pad([up], ctx)
+    (lo_known, lo), (hi_known, hi) = _clip_bounds(ctx)
+    if lo_known and hi_known:
+        return _pad([between(ctx, up, y, lo, hi)], ctx)
+    # A bound computed in the graph: compare against the tensor itself.
+    inputs = ctx.inputs + ["", ""]
+    conds = ([e.op("Greater", y, inputs[1])] if inputs[1] else []) + (
+        [e.op("Less", y, inputs[2])] if inputs[2] else [])
     cond = conds[0] if len(conds) == 1 else e.op("And", *conds)
     return _pad([masked(ctx, up, cond, y)], ctx)
 

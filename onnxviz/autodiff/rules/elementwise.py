@@ -8,11 +8,14 @@ Ties of Max/Min split the gradient equally among the inputs that reach the
 extreme, like ``torch.maximum``/``torch.minimum`` (two equal inputs get dy/2 each).
 
 The small helpers at the top (:func:`elem_type`, :func:`as_mask`, :func:`masked`,
-:func:`scaled`) are shared by the other rule modules.
+:func:`between`, :func:`scaled`) are shared by the other rule modules.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from onnx import helper
 
 from onnxviz.autodiff.broadcast import unbroadcast
@@ -32,6 +35,39 @@ def as_mask(ctx: RuleContext, cond: str, like: str) -> str:
 def masked(ctx: RuleContext, grad: str, cond: str, like: str) -> str:
     """``grad * cond``: a multiply by a 0/1 tensor, several times faster than ``Where`` on ORT CPU."""
     return ctx.e.op("Mul", grad, as_mask(ctx, cond, like))
+
+
+#: Bounds are scaled by 2**k with 2**k * |bound| <= 2**_STEP_HEADROOM, so products stay finite.
+_STEP_HEADROOM = 120
+
+
+def between(ctx: RuleContext, grad: str, y: str, lo: float | None, hi: float | None) -> str:
+    """``grad * [lo < y < hi]`` for a float32 tensor ``y`` and constant bounds (either may be None).
+
+    Each bound is one ``HardSigmoid(y; alpha=±2**k, beta=∓2**k * bound)``, a 0/1 step:
+    ``2**k * (y - lo)`` is exactly 0 at ``y == lo`` (products by a power of two are exact)
+    and at least 1 for ``y - lo >= 2**-k``. Unlike ``Greater``/``Cast``, ``HardSigmoid``
+    and ``Mul`` run in onnxruntime's blocked NCHWc layout, so no reorder copies are
+    inserted around the mask (about 2x less time for the ReLU6 backward of a MobileNet).
+    The step is exact except for ``0 < y - lo < 2**-k`` (k = 120 for lo = 0, about
+    1e-36), which the mask passes only partly. Other dtypes use ``Greater``/``Less``.
+    """
+    e = ctx.e
+    if ctx.dtype(y) != np.float32:
+        conds = ([e.op("Greater", y, ctx.const_like(lo, y))] if lo is not None else []) + (
+            [e.op("Less", y, ctx.const_like(hi, y))] if hi is not None else [])
+        if not conds:
+            return grad
+        cond = conds[0] if len(conds) == 1 else e.op("And", *conds)
+        return masked(ctx, grad, cond, y)
+    for bound, sign in ((lo, 1.0), (hi, -1.0)):
+        if bound is None or not math.isfinite(bound):  # an infinite bound never masks
+            continue
+        k = _STEP_HEADROOM - max(0, math.frexp(abs(bound))[1])
+        scale = math.ldexp(1.0, k)
+        step = e.op("HardSigmoid", y, alpha=sign * scale, beta=-sign * scale * bound)
+        grad = e.op("Mul", grad, step)
+    return grad
 
 
 def scaled(ctx: RuleContext, grad: str, factor: float, like: str) -> str:
