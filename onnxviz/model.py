@@ -8,6 +8,7 @@ hidden state beyond those caches.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +21,7 @@ from onnxviz.errors import ImageError, OnnxvizError, UnknownTensorError
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
-from onnxviz.graph.rewrite import expose, require_known
+from onnxviz.graph.rewrite import expose, fix_batch, require_known
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
 from onnxviz.runtime.session import Session, get_session
 
@@ -29,6 +30,8 @@ Target = int | str | Sequence[int | str] | np.ndarray | None
 #: Ops that turn logits into probabilities; gradients are taken before them.
 _PROBABILITY_OPS = ("Softmax", "LogSoftmax")
 _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
+#: Fixed-batch rewrites (and their sessions) a Model keeps.
+FIXED_BATCH_MODELS = 8
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class Model:
         self.labels: list[str] | None = labels(self.proto)
         self.preprocessing = self._preprocessing(preprocessing)
         self._rewritten: dict[tuple, object] = {}
+        # Rewritten models with a fixed batch size, the most recent last (see _fixed).
+        self._fixed_batch: OrderedDict[tuple, onnx.ModelProto] = OrderedDict()
         # id(proto) -> (proto, session): get_session hashes the serialized model (~18 ms
         # for the shipped model), far more than a forward pass, so look it up once per proto.
         self._sessions: dict[int, tuple[onnx.ModelProto, Session]] = {}
@@ -138,6 +143,33 @@ class Model:
             self._rewritten[key] = build()
         return self._rewritten[key]
 
+    def call_size(self, n: int) -> int:
+        """Samples per onnxruntime call for a batch of ``n``: the input's static batch if
+        it has one, else ``batch_size`` evened out over the calls (33 samples at batch
+        size 32 run as two calls of 17, the last padded)."""
+        static = self.input.shape[0]
+        if isinstance(static, int) and static > 0:
+            return static
+        calls = -(-max(n, 1) // self.batch_size)
+        return -(-max(n, 1) // calls)
+
+    def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str]) -> onnx.ModelProto:
+        """``proto`` with the batch axis of ``inputs`` fixed to :meth:`call_size` (n).
+
+        onnxruntime keeps far more of a static-shape graph in its blocked NCHWc layout
+        (a gradient graph runs up to 1.5x faster), at the price of one session per call
+        size; the last :data:`FIXED_BATCH_MODELS` are kept, with their sessions.
+        """
+        key = (*key, self.call_size(n))
+        hit = self._fixed_batch.get(key)
+        if hit is None:
+            hit = self._fixed_batch[key] = fix_batch(proto, key[-1], inputs)
+            while len(self._fixed_batch) > FIXED_BATCH_MODELS:
+                _, old = self._fixed_batch.popitem(last=False)
+                self._sessions.pop(id(old), None)
+        self._fixed_batch.move_to_end(key)
+        return hit
+
     def _run(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs,
              progress: bool | str = False) -> dict[str, np.ndarray]:
         return self.session(proto).run_batched(
@@ -175,8 +207,10 @@ class Model:
                     progress: bool | str = False) -> dict[str, np.ndarray]:
         """Values of any intermediate tensors, from one run of a model exposing them."""
         names = [self.check_tensor(n) for n in dict.fromkeys(names)]
-        proto = self._cached(("expose", tuple(names)), lambda: expose(self.proto, names))
-        return self._run(proto, self._feeds(x), names, progress)
+        exposed = self._cached(("expose", tuple(names)), lambda: expose(self.proto, names))
+        feeds = self._feeds(x)
+        proto = self._fixed(("expose", tuple(names)), exposed, len(feeds[self.input.name]), [self.input.name])
+        return self._run(proto, feeds, names, progress)
 
     def predict(self, x: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k (class index, label, probability) per sample."""
@@ -260,9 +294,11 @@ class Model:
         wrt = tuple(self.check_tensor(w) for w in (wrt or [self.input.name]))
         exposed = tuple(self.check_tensor(n) for n in expose_names)
         gg = self._gradient_graph(output, wrt, mode, exposed)
-        names = [output, *[gg.gradients[w] for w in wrt], *exposed]
         feeds = {**self._feeds(x), gg.seed: np.asarray(seed, dtype=np.float32)}
-        res = self._run(gg.model, feeds, list(dict.fromkeys(names)), progress)
+        proto = self._fixed(("grad", output, wrt, mode, exposed), gg.model, len(feeds[self.input.name]),
+                            [self.input.name, gg.seed])
+        names = [output, *[gg.gradients[w] for w in wrt], *exposed]
+        res = self._run(proto, feeds, list(dict.fromkeys(names)), progress)
         return VJP(
             output=res[output],
             gradients={w: res[gg.gradients[w]] for w in wrt},

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
+
 import numpy as np
 import pytest
 
@@ -38,9 +40,9 @@ def tiny(preset: str, **changes) -> np.ndarray:
 
 
 def photo() -> np.ndarray:
-    from skimage import data
-
-    return data.chelsea()  # 300 x 451 RGB
+    """The shipped rocket photo, 427 x 640 RGB (read with OpenCV, not onnxviz)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "images" / "rocket.jpg"
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------- presets, by hand
@@ -260,8 +262,9 @@ def test_fit_image_never_aliases_the_input():
 
 def test_fit_image_matches_the_shipped_model_convention():
     """Short side to 256 with round(), INTER_AREA when shrinking, crop offset (new - 224) // 2."""
-    img = photo()  # 300 x 451 -> 256 x round(451 * 256 / 300) = 256 x 385
-    small = cv2.resize(img, (385, 256), interpolation=cv2.INTER_AREA)
+    img = photo()  # 427 x 640 -> 256 x round(640 * 256 / 427) = 256 x 384
+    assert img.shape == (427, 640, 3)
+    small = cv2.resize(img, (384, 256), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(fit_image(img, Preprocessing()), small[16:240, 80:304])
 
 

@@ -19,7 +19,7 @@ from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, RuleContext
 from onnxviz.errors import GradientError, NoGradientRuleError
 from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
-from onnxviz.graph.rewrite import require_known
+from onnxviz.graph.rewrite import fold_pads, require_known
 
 MODES = ("plain", "guided", "deconvnet")
 SEED_NAME = "onnxviz_seed"
@@ -183,7 +183,9 @@ def gradient_model(
     """Append the vector-Jacobian product of ``output`` to the model, in standard ONNX ops.
 
     Args:
-        model: a forward model (not modified). Opsets below 13 are converted to 17.
+        model: a forward model (not modified). Opsets below 13 are converted to 17, and
+            zero Pads feeding only convolutions are folded into them
+            (:func:`onnxviz.graph.rewrite.fold_pads`) unless named in ``wrt``/``expose``.
         output: the forward tensor to differentiate (default: the first graph output).
         wrt: tensors to differentiate with respect to (default: the first non-initializer
             graph input); graph inputs or intermediate tensors.
@@ -204,6 +206,9 @@ def gradient_model(
         raise GradientError(f"unknown gradient mode {mode!r}; choose one of {', '.join(MODES)}")
     model = infer_shapes(upgrade_opset(model))
     output, wrt = _resolve_names(model, output, wrt)
+    # Explicit zero Pads before convolutions (TF "same" padding) become Conv pads: the
+    # Pad and its backward crop would otherwise run in full on the gradient path.
+    model = fold_pads(model, keep=[output, *wrt, *expose])
     graph = model.graph
     shapes, dtypes = tensor_shapes(model), tensor_dtypes(model)
     nodes, on_path = path_nodes(graph, output, wrt, dtypes)

@@ -1,4 +1,5 @@
-"""Graph rewrites: expose intermediate tensors as outputs, cut a model, prune dead code.
+"""Graph rewrites: expose intermediate tensors as outputs, cut a model, prune dead code,
+fold zero padding into convolutions, fix the batch size.
 
 Each function returns a new model (the argument is never modified) whose IR
 version went through :func:`fix_ir_version`; results pass ``onnx.checker``
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 import onnx
 
 from onnxviz.errors import UnknownTensorError
-from onnxviz.graph._nodes import tensor_names, used_names
+from onnxviz.graph._nodes import Constants, attrs, tensor_names, used_names
 from onnxviz.graph.load import fix_ir_version, infer_shapes
 
 
@@ -94,6 +95,116 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     _keep(graph.input, lambda _, info: info.name not in dropped_inits)
     produced = {name for node in graph.node for name in node.output}
     _keep(graph.value_info, lambda _, info: info.name in produced)
+    return fix_ir_version(result)
+
+
+def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.ModelProto:
+    """Fold zero ``Pad`` nodes into the ``Conv`` nodes they feed (TF-style "same" padding).
+
+    A constant-mode Pad with constant, non-negative pads on the spatial axes only and a
+    zero (or absent) fill value, whose output is read by Conv nodes only (as their data
+    input, without ``auto_pad``) and is not a graph output or in ``keep``, is removed and
+    its pads are added to each Conv's ``pads``. The outputs are unchanged. onnxruntime
+    does the same for a plain forward run, but not when the padded tensor has other
+    readers, as it has in a gradient graph; there the explicit Pad and its backward
+    crop cost about as much as all the depthwise convolutions they pad.
+
+    Args:
+        model: not modified.
+        keep: tensors that must stay in the graph (exposed or differentiated tensors).
+
+    Returns:
+        A new model (the same nodes when nothing folds).
+    """
+    result = _copy(model)
+    graph = result.graph
+    constants = Constants(graph)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in used_names(node):
+            readers.setdefault(name, []).append(node)
+    fixed = set(keep) | {out.name for out in graph.output}
+    folded = []
+    for node in graph.node:
+        pads = _zero_spatial_pads(node, constants)
+        users = readers.get(node.output[0] if node.output else "", [])
+        if pads is None or node.output[0] in fixed or not users or not all(
+            user.op_type == "Conv" and list(user.input).count(node.output[0]) == 1
+            and user.input[0] == node.output[0] and attrs(user).get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+            for user in users
+        ):
+            continue
+        spatial = len(pads) // 2
+        for user in users:
+            old = list(attrs(user).get("pads", [0] * (2 * spatial)))
+            _keep(user.attribute, lambda _, a: a.name != "pads")
+            user.attribute.append(onnx.helper.make_attribute("pads", [a + b for a, b in zip(old, pads)]))
+            user.input[0] = node.input[0]
+        folded.append(node)
+    if not folded:
+        return model
+    gone = {id(node) for node in folded}
+    _keep(graph.node, lambda _, node: id(node) not in gone)
+    return prune(result)
+
+
+def _zero_spatial_pads(node: onnx.NodeProto, constants: Constants) -> list[int] | None:
+    """A zero Pad's spatial pads in Conv order (begins then ends), else None."""
+    if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):
+        return None
+    a = attrs(node)
+    if a.get("mode", b"constant") not in (b"constant", "constant"):
+        return None
+    if len(node.input) > 1:  # opset >= 11: pads, constant_value, axes as inputs
+        pads = constants.ints(node.input[1])
+        fill = constants.floats(node.input[2]) if len(node.input) > 2 and node.input[2] else [0.0]
+        if len(node.input) > 3 and node.input[3]:
+            return None  # explicit axes: rare, leave alone
+    else:
+        pads = [int(v) for v in a.get("pads", [])]
+        fill = [float(a.get("value", 0.0))]
+    if not pads or fill is None or any(v != 0 for v in fill) or any(p < 0 for p in pads):
+        return None
+    rank = len(pads) // 2
+    begins, ends = pads[:rank], pads[rank:]
+    if rank < 3 or begins[0] or begins[1] or ends[0] or ends[1]:
+        return None
+    return begins[2:] + ends[2:]
+
+
+def fix_batch(model: onnx.ModelProto, size: int, inputs: Sequence[str] | None = None) -> onnx.ModelProto:
+    """Fix the batch dimension (axis 0) of graph inputs to ``size``.
+
+    onnxruntime plans memory and layouts better for static shapes: a gradient graph whose
+    seed input has its own batch dimension cannot be proven to match the image batch, so
+    every mask multiply falls out of the NCHWc layout into reorder copies. Symbolic
+    dimensions named like a fixed input's batch dimension are fixed everywhere.
+
+    Args:
+        model: not modified.
+        size: the batch size.
+        inputs: the inputs to fix (default: every input whose axis 0 is not a number).
+
+    Returns:
+        A new model.
+    """
+    result = _copy(model)
+    graph = result.graph
+    initializers = {init.name for init in graph.initializer}
+    names = set(inputs) if inputs is not None else {i.name for i in graph.input if i.name not in initializers}
+    symbols = set()
+    for info in graph.input:
+        dims = info.type.tensor_type.shape.dim
+        if info.name in names and info.type.tensor_type.HasField("shape") and dims:
+            if dims[0].dim_param:
+                symbols.add(dims[0].dim_param)
+            if not dims[0].HasField("dim_value") or dims[0].dim_value <= 0:
+                dims[0].dim_value = size
+    if symbols:
+        for info in [*graph.output, *graph.value_info]:
+            for dim in info.type.tensor_type.shape.dim:
+                if dim.dim_param in symbols:
+                    dim.dim_value = size
     return fix_ir_version(result)
 
 
