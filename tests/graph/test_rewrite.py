@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, two_branch_concat, vgg_like
 from onnxviz.errors import UnknownTensorError
 from onnxviz.graph.load import MAX_IR_VERSION, make_model
-from onnxviz.graph.rewrite import cut, expose, prune
+from onnxviz.graph.rewrite import cut, expose, fix_batch, fold_pads, prune
 
 
 def reference(model: onnx.ModelProto, x: np.ndarray, names) -> list[np.ndarray]:
@@ -175,3 +175,87 @@ def test_exposing_everything_changes_nothing(builder):
     expected = reference(model, x, out)
     for name, value, ref in zip(out, got, expected):
         np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(ref).max())), err_msg=name)
+
+
+# --------------------------------------------------------------------------- fold_pads
+def padded_convs(pads=(0, 0, 1, 2, 0, 0, 2, 1), value=None, mode=None, opset=17, extra_reader=None):
+    """x -> Pad -> {Conv 3x3 stride 2 with its own pads, Conv 1x1} (+ an optional extra reader)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "w2")]
+    kw = {} if mode is None else {"mode": mode}
+    if opset >= 11:
+        inits.append(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
+        inputs = ["x", "pads"]
+        if value is not None:
+            inits.append(numpy_helper.from_array(np.array(value, np.float32), "value"))
+            inputs.append("value")
+        pad = helper.make_node("Pad", inputs, ["p"], **kw)
+    else:
+        pad = helper.make_node("Pad", ["x"], ["p"], pads=list(pads), value=float(value or 0.0), **kw)
+    nodes = [pad,
+             helper.make_node("Conv", ["p", "w1"], ["c1"], strides=[2, 2], pads=[1, 0, 0, 1]),
+             helper.make_node("Conv", ["p", "w2"], ["c2"])]
+    unknown = ["N", None, None, None]
+    outputs = [helper.make_tensor_value_info("c1", TensorProto.FLOAT, unknown),
+               helper.make_tensor_value_info("c2", TensorProto.FLOAT, unknown)]
+    if extra_reader:
+        nodes.append(helper.make_node(extra_reader, ["p"], ["r"]))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, unknown))
+    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 8])],
+                              outputs, inits)
+    return make_model(graph, opset=opset)
+
+
+def _conv_pads(model):
+    return [list(next(a.ints for a in n.attribute if a.name == "pads") if any(a.name == "pads" for a in n.attribute) else [])
+            for n in model.graph.node if n.op_type == "Conv"]
+
+
+@pytest.mark.parametrize("opset", [10, 17])
+def test_fold_pads_moves_zero_padding_into_every_reading_conv(opset):
+    model = padded_convs(opset=opset)
+    folded = fold_pads(model)
+    assert_valid(folded)
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Conv"]
+    assert _conv_pads(folded) == [[2, 2, 2, 2], [1, 2, 2, 1]]  # H, W begins then ends: [1, 2, 2, 1] + own
+    assert {i.name for i in folded.graph.initializer} == {"w1", "w2"}
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    for got, want in zip(ort_run(folded, x), ort_run(model, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert _conv_pads(model) == [[1, 0, 0, 1], []]  # the argument is left alone
+
+
+@pytest.mark.parametrize("case", [
+    dict(value=1.0), dict(mode="reflect"), dict(pads=(0, 1, 1, 1, 0, 0, 1, 1)), dict(pads=(0, 0, -1, 0, 0, 0, 0, 0)),
+    dict(extra_reader="Relu"),
+], ids=["non-zero-fill", "reflect", "channel-axis", "negative", "other-reader"])
+def test_fold_pads_leaves_other_pads_alone(case):
+    model = padded_convs(**case)
+    assert fold_pads(model) is model
+
+
+def test_fold_pads_keeps_named_tensors():
+    model = padded_convs()
+    assert fold_pads(model, keep=["p"]) is model
+    assert [n.op_type for n in fold_pads(model, keep=["c1"]).graph.node] == ["Conv", "Conv"]
+
+
+# --------------------------------------------------------------------------- fix_batch
+def test_fix_batch_fixes_the_symbolic_batch_everywhere():
+    model = shape_inferred(padded_convs())
+    fixed = fix_batch(model, 3)
+    assert_valid(fixed)
+    dims = {info.name: [d.dim_value or d.dim_param for d in info.type.tensor_type.shape.dim]
+            for info in [*fixed.graph.input, *fixed.graph.output, *fixed.graph.value_info]}
+    assert dims["x"] == [3, 3, 9, 8] and dims["c1"][0] == 3 and dims["p"][0] == 3
+    x = np.random.default_rng(0).standard_normal((3, 3, 9, 8)).astype(np.float32)
+    for got, want in zip(ort_run(fixed, x), ort_run(model, x)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        ort_run(fixed, x[:2])
+    assert fix_batch(fixed, 5).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3  # static stays
+
+
+def shape_inferred(model):
+    return onnx.shape_inference.infer_shapes(model)

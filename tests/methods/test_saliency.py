@@ -135,3 +135,17 @@ def test_nhwc_gradients_are_channel_first():
     np.testing.assert_allclose(saliency(model, x, 1), np.abs(plain).max(axis=1), rtol=1e-6)
     ig = integrated_gradients(model, x, 1, steps=2)
     assert ig.attributions.shape == (2, 3, 8, 8)
+
+
+def test_gradients_across_fixed_batch_calls(smooth):
+    """A batch split into fixed-size calls (7 samples at batch size 3: calls of 3, 3 and 1
+    padded to 3) gives each sample the gradient it gets alone."""
+    proto, _, x = smooth
+    model = as_model(proto, batch_size=3)
+    xs = np.concatenate([x, x[::-1], x[:1]])
+    targets = np.array([1, 4, 0, 2, 3, 1, 4])
+    assert model.call_size(len(xs)) == 3 and model.call_size(4) == 2 and model.call_size(2) == 2
+    got = model.gradient(xs, targets)
+    for i in range(len(xs)):
+        np.testing.assert_allclose(got[i], model.gradient(xs[i:i + 1], targets[i:i + 1])[0], rtol=1e-5, atol=1e-6)
+    assert got.shape == xs.shape
