@@ -28,6 +28,28 @@ def median_seconds(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+                        budget: float = 60.0) -> dict[str, float]:
+    """Median wall time of each function, timed in rounds that run every function once.
+
+    On a shared machine the speed drifts by 50% within a minute; timing the functions in
+    turn, round after round, exposes them all to the same drift, so their ratios hold.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget and len(times[name]) >= 3:
+            break
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def input_shape(model, batch: int) -> tuple[int, ...]:
     """A batch shape in the model's own input layout."""
     h, w = model.preprocessing.size

@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from _timing import SHIPPED_MODEL, input_shape, median_seconds, table
+from _timing import SHIPPED_MODEL, input_shape, interleaved_medians, table
 
 import onnxviz
 
@@ -30,9 +30,12 @@ def main() -> None:
     rows = []
     for batch in (1, 16):
         x = rng.standard_normal(input_shape(model, batch)).astype(np.float32)
-        plain = median_seconds(lambda: model.run(x))
-        one = median_seconds(lambda: model.activations(x, [middle]))
-        every = median_seconds(lambda: model.activations(x, names), repeats=10)
+        t = interleaved_medians({
+            "plain": lambda: model.run(x),
+            "one": lambda: model.activations(x, [middle]),
+            "every": lambda: model.activations(x, names),
+        }, repeats=20 if batch == 1 else 8)
+        plain, one, every = t["plain"], t["one"], t["every"]
         rows.append([batch, plain * 1e3, one * 1e3, one / plain, every * 1e3, every / plain])
     print(f"model: {model.name}, {len(names)} tensors, one exposed layer: {middle!r}, "
           f"threads={args.threads}, providers={model.providers}")

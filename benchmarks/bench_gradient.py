@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import ROOT, SHIPPED_MODEL, input_shape, median_seconds, table
+from _timing import ROOT, SHIPPED_MODEL, input_shape, interleaved_medians, table
 
 import onnxviz
 
@@ -117,12 +117,14 @@ def main() -> None:
         for batch in (1, 16):
             x = rng.standard_normal(input_shape(model, batch)).astype(np.float32)
             seed = model.one_hot(x, np.full(batch, 1, dtype=np.int64))
-            fwd = median_seconds(lambda: model.logits(x))
-            both = median_seconds(lambda: model.vjp(x, seed))
+            fns = {"fwd": lambda: model.logits(x), "both": lambda: model.vjp(x, seed)}
+            if name in torch_nets:
+                fns["torch"] = torch_fwd_bwd(torch_nets[name], x, 1, args.threads)
+            t = interleaved_medians(fns, repeats=20 if batch == 1 else 8, budget=90.0)
+            fwd, both = t["fwd"], t["both"]
             row = [name, batch, fwd * 1e3, both * 1e3, both / fwd]
             if name in torch_nets:
-                t = median_seconds(torch_fwd_bwd(torch_nets[name], x, 1, args.threads))
-                row += [t * 1e3, t / both]
+                row += [t["torch"] * 1e3, t["torch"] / both]
             else:
                 row += ["-", "-"]
             rows.append(row)

@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 
 from onnxviz.errors import ImageError, OnnxvizError, UnknownTensorError
+from onnxviz.graph._nodes import tensor_names
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
-from onnxviz.graph.rewrite import expose, fix_batch, require_known
+from onnxviz.graph.rewrite import expose, fix_batch, fold_pads, require_known
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
 from onnxviz.runtime.session import Session, get_session
 
@@ -128,8 +129,13 @@ class Model:
 
     def check_tensor(self, name: str) -> str:
         """Return ``name`` if the model has that tensor, else raise with close matches."""
-        require_known(self.proto.graph, [name])
+        if name not in self._tensor_names:
+            require_known(self.proto.graph, [name])
         return name
+
+    @cached_property
+    def _tensor_names(self) -> frozenset[str]:
+        return frozenset(tensor_names(self.proto.graph))
 
     # ----------------------------------------------------------------- sessions
     def session(self, proto: onnx.ModelProto) -> Session:
@@ -207,7 +213,10 @@ class Model:
                     progress: bool | str = False) -> dict[str, np.ndarray]:
         """Values of any intermediate tensors, from one run of a model exposing them."""
         names = [self.check_tensor(n) for n in dict.fromkeys(names)]
-        exposed = self._cached(("expose", tuple(names)), lambda: expose(self.proto, names))
+        exposed = self._cached(
+            ("expose", tuple(names)),
+            lambda: expose(fold_pads(self.proto, keep=names, materialize=True), names),
+        )
         feeds = self._feeds(x)
         proto = self._fixed(("expose", tuple(names)), exposed, len(feeds[self.input.name]), [self.input.name])
         return self._run(proto, feeds, names, progress)

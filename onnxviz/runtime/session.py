@@ -86,10 +86,6 @@ class Session:
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
         self.input_shapes: dict[str, tuple[Dim, ...]] = {i.name: tuple(i.shape) for i in inputs}
         self.input_types: dict[str, str] = {i.name: i.type for i in inputs}
-        # On the CPU alone, outputs come back as views of onnxruntime's own buffers
-        # (run_with_ort_values) instead of copies: with every layer exposed that halves
-        # the time of a run. Other providers keep ``run``, which returns host copies.
-        self._zero_copy = self.providers == ["CPUExecutionProvider"]
 
     @property
     def providers(self) -> list[str]:
@@ -204,7 +200,7 @@ class Session:
 
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         try:
-            values = self._run_values(feeds, outputs)
+            values = self._session.run(outputs, feeds)
         except Exception as exc:  # onnxruntime's pybind classes
             kind = type(exc).__name__
             shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in feeds.items())
@@ -214,17 +210,6 @@ class Session:
                 f"check the inputs against the model's (`onnxviz inspect` lists them)"
             ) from exc
         return dict(zip(outputs, values))
-
-    def _run_values(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list:
-        if not self._zero_copy:
-            return self._session.run(outputs, feeds)
-        values = self._session.run_with_ort_values(
-            outputs, {name: ort.OrtValue.ortvalue_from_numpy(v) for name, v in feeds.items()}
-        )
-        if not all(v.is_tensor() for v in values):  # sequences and maps: let run convert them
-            return self._session.run(outputs, feeds)
-        # .numpy() of a CPU tensor is a view that keeps onnxruntime's buffer alive.
-        return [v.numpy() for v in values]
 
     # ----------------------------------------------------------------- checking
     def _outputs(self, outputs: Sequence[str] | None) -> list[str]:
@@ -294,7 +279,14 @@ class Session:
 
 # --------------------------------------------------------------------------- options and cache
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Quiet logging, all graph optimisations, ``threads`` intra-op threads, one inter-op."""
+    """Quiet logging, all graph optimisations, ``threads`` intra-op threads, one inter-op,
+    no spinning.
+
+    onnxruntime's worker threads spin for a while after each run by default. A method
+    here runs several sessions back to back (the forward model for the top class, then
+    the gradient model), and the first session's spinning threads then take the cores
+    from the second: with 2 cores that made the second run up to 1.5x slower.
+    """
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise OnnxvizError(f"threads must be a positive integer or None, got {threads!r}")
     options = ort.SessionOptions()
@@ -303,6 +295,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     if threads is not None:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -145,7 +145,9 @@ def bias_grad(ctx: RuleContext, n_spatial: int) -> str:
 
 def zero_insert(ctx: RuleContext, t: str, strides: tuple[int, ...], lengths: tuple[int, ...]) -> str:
     """(N, C, *O) -> (N, C, *(s*O)) with t[o] at s*o and zeros between: nearest-neighbour
-    upsampling times a 0/1 mask, both exact."""
+    upsampling times a 0/1 mask, both exact. (Measured on onnxruntime CPU at 16x96x56x56:
+    this 25 ms, a depthwise 1x1 ConvTranspose 27 ms, Pad + DepthToSpace 130 ms, a Pad of a
+    (N, C, O, 1, O, 1) view 230 ms.)"""
     e = ctx.e
     scales = np.array([1, 1, *strides], dtype=np.float32)
     up = e.op("Resize", t, "", e.const(scales), mode="nearest",
