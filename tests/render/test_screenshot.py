@@ -34,3 +34,23 @@ def test_demo_report_renders_to_a_non_blank_png(tmp_path):
     colours = np.unique(rgb.reshape(-1, 3) // 8, axis=0)
     assert len(colours) > 500
     assert (np.abs(rgb.astype(int) - rgb[:, :, :1]).max(axis=2) > 60).mean() > 0.05  # saturated pixels
+
+
+def test_real_report_renders(tmp_path):
+    """A real report (shipped model, cat photo, three methods) opened in Chromium."""
+    import onnxviz
+    from onnxviz.report import build_report
+
+    root = Path(__file__).resolve().parents[2]
+    model = onnxviz.Model(root / "models" / "efficientnet_lite0.onnx", provider="cpu")
+    report = build_report(model, [root / "examples" / "images" / "cat.jpg"],
+                          methods=["saliency", "gradcam", "cam"], progress=False)
+    html = report.write(tmp_path / "report")
+    text = Path(html).read_text()
+    assert "Egyptian cat" in text and text.count("<img") >= 4  # photo + three views
+    png = _script().screenshot(html, tmp_path / "shot.png", width=1000, height=1200)
+    rgb = cv2.imread(str(png), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert rgb.shape == (1200, 1000, 3)
+    np.testing.assert_allclose(rgb[5, 500], (29, 35, 48), atol=3)  # the header band
+    assert len(np.unique(rgb.reshape(-1, 3) // 8, axis=0)) > 500  # photos and heatmaps drawn
+    assert (np.abs(rgb.astype(int) - rgb[:, :, :1]).max(axis=2) > 60).mean() > 0.02  # colour maps
