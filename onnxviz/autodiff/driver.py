@@ -54,18 +54,36 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Convert models older than opset 13 so rules only meet modern op forms."""
-    if default_opset(model) >= MIN_OPSET:
+    """Convert models older than opset 13 so rules only meet modern op forms.
+
+    ``onnx.version_converter`` turns Upsample (opsets 7-9) and Resize-10 into a Resize
+    with the default half-pixel coordinates, which changes linear upsampling; both old
+    ops map output pixel x to input x / scale, so the converted Resize nodes get
+    ``coordinate_transformation_mode="asymmetric"`` (and ``nearest_mode="floor"``) back.
+    """
+    opset = default_opset(model)
+    if opset >= MIN_OPSET:
         return model
     from onnx import version_converter
 
+    old_resizes = {
+        node.output[0] for node in model.graph.node
+        if node.op_type == "Upsample" or (node.op_type == "Resize" and opset < 11)
+    }
     try:
         converted = version_converter.convert_version(model, CONVERT_TO)
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise GradientError(
-            f"could not convert the opset-{default_opset(model)} model to opset {CONVERT_TO} "
+            f"could not convert the opset-{opset} model to opset {CONVERT_TO} "
             f"for differentiation ({str(exc).splitlines()[0]}); re-export it at opset >= 13"
         ) from exc
+    for node in converted.graph.node:
+        if node.op_type == "Resize" and node.output[0] in old_resizes:
+            kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+            node.attribute.extend([helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
+                                   helper.make_attribute("nearest_mode", "floor")])
     return fix_ir_version(converted)
 
 

@@ -282,3 +282,20 @@ def test_backward_graphs_use_standard_ops_only() -> None:
         for node in backward_ops(model, wrt, output="y1" if op == "Split" else None):
             assert node.domain in ("", "ai.onnx"), (op, node.op_type, node.domain)
             assert not node.op_type.endswith("Grad"), (op, node.op_type)
+
+
+@pytest.mark.parametrize("op, opset, attrs", [
+    ("Upsample", 9, {"mode": "linear"}), ("Upsample", 9, {"mode": "nearest"}),
+    ("Resize", 10, {"mode": "linear"}), ("Resize", 10, {"mode": "nearest"}),
+])
+def test_converted_upsampling_keeps_its_values(op, opset, attrs) -> None:
+    """The version converter makes old Upsample/Resize-10 half-pixel; upgrade_opset restores
+    their asymmetric coordinates, so the converted model computes the same values, and the
+    gradient of the converted model passes the finite-difference check."""
+    x = f32(normal(1, 2, 4, 5))
+    model = single_op_model(op, {"x": x, "s": f32([1, 1, 2, 1.5])}, attrs, constants=["s"], opset=opset)
+    converted = driver.upgrade_opset(model)
+    assert driver.default_opset(converted) == driver.CONVERT_TO
+    want = session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(session(converted).run(None, {"x": x})[0], want, rtol=1e-6, atol=1e-6)
+    check_op(op, {"x": x, "s": f32([1, 1, 2, 1.5])}, ["x"], attrs, constants=["s"], opset=opset)
