@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxviz.errors import ImageError, OnnxvizError, UnknownTensorError
+from onnxviz.errors import ImageError, OnnxvizError
 from onnxviz.graph._nodes import tensor_names
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
