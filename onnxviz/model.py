@@ -156,6 +156,8 @@ class Model:
         static = self.input.shape[0]
         if isinstance(static, int) and static > 0:
             return static
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise OnnxvizError(f"batch size must be a positive integer, got {self.batch_size!r}")
         calls = -(-max(n, 1) // self.batch_size)
         return -(-max(n, 1) // calls)
 

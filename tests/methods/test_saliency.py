@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fixtures import nhwc_model
+from onnxviz.errors import OnnxvizError
 from onnxviz.methods import (
     deconvnet,
     guided_backprop,
@@ -149,3 +150,9 @@ def test_gradients_across_fixed_batch_calls(smooth):
     for i in range(len(xs)):
         np.testing.assert_allclose(got[i], model.gradient(xs[i:i + 1], targets[i:i + 1])[0], rtol=1e-5, atol=1e-6)
     assert got.shape == xs.shape
+
+
+def test_bad_batch_size_is_a_clear_error(smooth):
+    proto, _, x = smooth
+    with pytest.raises(OnnxvizError, match="batch size must be a positive integer"):
+        as_model(proto, batch_size=0).gradient(x, 1)
