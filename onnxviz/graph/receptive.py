@@ -245,8 +245,9 @@ def _pads_begin(a: dict, k_eff: list[int], strides: list[int], sizes: list[int |
     return list(a.get("pads", [0] * 2 * n))[:n]
 
 
-def _window(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) -> _Track | None:
-    """Conv, MaxPool, AveragePool, LpPool and other NC-first sliding windows."""
+def _sliding(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context):
+    """(track, attrs, kernel, spatial indices, strides, dilations) of a sliding-window
+    node, or None when the input is not tracked or the kernel or axes are unknown."""
     track = inputs[0]
     a = attrs(node)
     kernel = _kernel(node, a, ctx)
@@ -256,8 +257,16 @@ def _window(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) ->
     indices = _spatial_indices(track, n)
     if indices is None:
         return None
-    strides = list(a.get("strides", [1] * n))
-    dilations = list(a.get("dilations", [1] * n))
+    return track, a, kernel, indices, list(a.get("strides", [1] * n)), list(a.get("dilations", [1] * n))
+
+
+def _window(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) -> _Track | None:
+    """Conv, MaxPool, AveragePool, LpPool and other NC-first sliding windows."""
+    setup = _sliding(node, inputs, ctx)
+    if setup is None:
+        return None
+    track, a, kernel, indices, strides, dilations = setup
+    n = len(kernel)
     k_eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
     sizes = [ctx.dim(node.input[0], i + 2) for i in range(n)]
     pads = _pads_begin(a, k_eff, strides, sizes)
@@ -267,17 +276,10 @@ def _window(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) ->
 
 def _conv_transpose(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) -> _Track | None:
     """ConvTranspose: output ``o`` reads inputs ``i`` with ``i s + k d - p = o``."""
-    track = inputs[0]
-    a = attrs(node)
-    kernel = _kernel(node, a, ctx)
-    if track is None or kernel is None:
+    setup = _sliding(node, inputs, ctx)
+    if setup is None:
         return None
-    n = len(kernel)
-    indices = _spatial_indices(track, n)
-    if indices is None:
-        return None
-    strides = list(a.get("strides", [1] * n))
-    dilations = list(a.get("dilations", [1] * n))
+    track, a, kernel, indices, strides, dilations = setup
     pads = _transpose_pads(node, a, ctx, kernel, strides, dilations)
     if pads is None:
         return None
