@@ -259,3 +259,32 @@ def test_fix_batch_fixes_the_symbolic_batch_everywhere():
 
 def shape_inferred(model):
     return onnx.shape_inference.infer_shapes(model)
+
+
+def test_fold_pads_materialize_recomputes_kept_pads_exactly():
+    """A kept Pad is folded too and its output recomputed by a unit depthwise Conv, off the
+    main path: the exposed padded tensor and both Conv outputs keep their exact values."""
+    model = padded_convs()
+    folded = fold_pads(model, keep=["p"], materialize=True)
+    assert_valid(folded)
+    ops = {n.output[0]: n for n in folded.graph.node}
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Conv", "Conv"]
+    assert list(ops["p"].input)[0] == "x" and list(ops["c1"].input)[0] == "x" and list(ops["c2"].input)[0] == "x"
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    names = ["p", "c1", "c2"]
+    got = ort_run(expose(folded, names), x, names)
+    want = ort_run(expose(model, names), x, names)
+    np.testing.assert_array_equal(got[0], want[0])
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_model_activations_of_padded_tensors():
+    import onnxviz
+
+    model = padded_convs()
+    x = np.random.default_rng(1).standard_normal((3, 3, 9, 8)).astype(np.float32)
+    acts = onnxviz.Model(model, provider="cpu").activations(x, ["p", "c2"])
+    want = ort_run(expose(model, ["p", "c2"]), x, ["p", "c2"])
+    np.testing.assert_array_equal(acts["p"], want[0])
+    np.testing.assert_allclose(acts["c2"], want[1], rtol=1e-6, atol=1e-6)
