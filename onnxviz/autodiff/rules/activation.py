@@ -41,7 +41,7 @@ import math
 
 from onnxviz.autodiff.broadcast import unbroadcast
 from onnxviz.autodiff.registry import RuleContext, register
-from onnxviz.autodiff.rules.elementwise import as_mask, between, elem_type, masked, scaled
+from onnxviz.autodiff.rules.elementwise import as_mask, between, compared, elem_type, masked, scaled
 from onnxviz.errors import GradientError
 
 
@@ -100,7 +100,7 @@ def _clip_bounds(ctx: RuleContext) -> tuple[tuple[bool, float | None], tuple[boo
 @register("Clip")
 def clip(ctx: RuleContext) -> list[str | None]:
     """dx = dy * [min < y < max] (min, max optional; no gradient for the bounds)."""
-    e, y = ctx.e, ctx.outputs[0]
+    y = ctx.outputs[0]
     if ctx.mode == "deconvnet":
         return _pad([_positive(ctx)], ctx)
     up = _upstream(ctx)
@@ -109,10 +109,7 @@ def clip(ctx: RuleContext) -> list[str | None]:
         return _pad([between(ctx, up, y, lo, hi)], ctx)
     # A bound computed in the graph: compare against the tensor itself.
     inputs = ctx.inputs + ["", ""]
-    conds = ([e.op("Greater", y, inputs[1])] if inputs[1] else []) + (
-        [e.op("Less", y, inputs[2])] if inputs[2] else [])
-    cond = conds[0] if len(conds) == 1 else e.op("And", *conds)
-    return _pad([masked(ctx, up, cond, y)], ctx)
+    return _pad([compared(ctx, up, y, inputs[1] or None, inputs[2] or None)], ctx)
 
 
 @register("LeakyRelu")

@@ -8,7 +8,7 @@ Ties of Max/Min split the gradient equally among the inputs that reach the
 extreme, like ``torch.maximum``/``torch.minimum`` (two equal inputs get dy/2 each).
 
 The small helpers at the top (:func:`elem_type`, :func:`as_mask`, :func:`masked`,
-:func:`between`, :func:`scaled`) are shared by the other rule modules.
+:func:`compared`, :func:`between`, :func:`scaled`) are shared by the other rule modules.
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ def masked(ctx: RuleContext, grad: str, cond: str, like: str) -> str:
     return ctx.e.op("Mul", grad, as_mask(ctx, cond, like))
 
 
+def compared(ctx: RuleContext, grad: str, y: str, lo: str | None, hi: str | None) -> str:
+    """``grad * [lo < y < hi]`` with ``Greater``/``Less`` against tensors ``lo``, ``hi``
+    (names; None for no bound)."""
+    e = ctx.e
+    conds = ([e.op("Greater", y, lo)] if lo else []) + ([e.op("Less", y, hi)] if hi else [])
+    if not conds:
+        return grad
+    return masked(ctx, grad, conds[0] if len(conds) == 1 else e.op("And", *conds), y)
+
+
 #: Bounds are scaled by 2**k with 2**k * |bound| <= 2**_STEP_HEADROOM, so products stay finite.
 _STEP_HEADROOM = 120
 
@@ -54,12 +64,8 @@ def between(ctx: RuleContext, grad: str, y: str, lo: float | None, hi: float | N
     """
     e = ctx.e
     if ctx.dtype(y) != np.float32:
-        conds = ([e.op("Greater", y, ctx.const_like(lo, y))] if lo is not None else []) + (
-            [e.op("Less", y, ctx.const_like(hi, y))] if hi is not None else [])
-        if not conds:
-            return grad
-        cond = conds[0] if len(conds) == 1 else e.op("And", *conds)
-        return masked(ctx, grad, cond, y)
+        return compared(ctx, grad, y, None if lo is None else ctx.const_like(lo, y),
+                        None if hi is None else ctx.const_like(hi, y))
     for bound, sign in ((lo, 1.0), (hi, -1.0)):
         if bound is None or not math.isfinite(bound):  # an infinite bound never masks
             continue
