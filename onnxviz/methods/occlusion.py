@@ -9,10 +9,7 @@ import numpy as np
 from onnxviz.errors import MethodError
 from onnxviz.methods.activations import input_hw, to_channel_first
 from onnxviz.model import Model, Target
-
-#: Occluded copies built at once stay under this many bytes (they are sent in model.batch_size runs).
-CHUNK_BYTES = 256 * 2**20
-
+from onnxviz.runtime.progress import progress as progress_bar
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window positions along one axis: ``range(0, size - window + 1, stride)``, plus one
@@ -116,13 +113,16 @@ def occlusion(
     # Jobs 0..N-1 are the unoccluded samples, then sample n's window p is job N + n P + p:
     # the reference scores ride in the first run instead of costing one of their own.
     jobs = n * (1 + len(positions))
-    per_run = model.batch_size
-    chunk = per_run * max(1, CHUNK_BYTES // max(1, per_run * x[0].nbytes))
+    # Equal runs of model.call_size(jobs) copies (the last padded with repeats of its first
+    # row), built one run at a time: one fixed-batch session, little memory, one progress bar.
+    size = model.call_size(jobs)
+    runs = -(-jobs // size)
+    copies = np.empty((size, *x.shape[1:]), dtype=np.float32)
+    view = to_channel_first(model, copies)  # writes through to copies
     logits = None
-    for start in range(0, jobs, chunk):
-        stop = min(start + chunk, jobs)
-        copies = np.empty((stop - start, *x.shape[1:]), dtype=np.float32)
-        view = to_channel_first(model, copies)  # writes through to copies
+    for start in progress_bar(range(0, jobs, size), runs, progress if isinstance(progress, str) else "",
+                              enabled=bool(progress)):
+        stop = min(start + size, jobs)
         for j, job in enumerate(range(start, stop)):
             if job < n:
                 copies[j] = x[job]
@@ -131,7 +131,8 @@ def occlusion(
             y, x0 = positions[position]
             copies[j] = x[sample]
             view[j, :, y:y + wh, x0:x0 + ww] = fills[sample, :, y:y + wh, x0:x0 + ww]
-        out = model.logits(copies, progress=progress)
+        copies[stop - start:] = copies[0]
+        out = model.logits(copies)[: stop - start]
         logits = np.empty((jobs, out.shape[1]), np.float32) if logits is None else logits
         logits[start:stop] = out
     targets = np.argmax(logits[:n], axis=1) if target is None else model.targets(x, target)
