@@ -1,6 +1,6 @@
 """Screenshot an onnxviz HTML report in headless Chromium.
 
-Without ``--html`` it first builds a demo report from ``skimage.data`` photos and
+Without ``--html`` it first builds a demo report from the shipped photos and
 fake-but-plausible views made with ``onnxviz.render`` (no model needed), so the
 report's design can be checked without running anything heavy.
 
@@ -37,6 +37,7 @@ from onnxviz.render import (
 )
 
 CHROMIUM = "/usr/bin/chromium"
+IMAGES = Path(__file__).resolve().parent / "images"
 
 
 def screenshot(
@@ -183,8 +184,8 @@ def _patches(photo: np.ndarray, rng: np.random.Generator, n: int = 8, size: int 
 
 def build_demo_report() -> Report:
     """A report with two photo blocks, an attached section and top-level sections."""
-    from skimage import data
-
+    shipped = {name: cv2.cvtColor(cv2.imread(str(IMAGES / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+               for name in ("cat", "coffee")}
     rng = np.random.default_rng(0)
     report = Report(
         "efficientnet_lite0.onnx (demo)",
@@ -199,14 +200,14 @@ def build_demo_report() -> Report:
     )
     photos = {
         # name: (photo, CAM peak in 7×7 cells, fake top-5)
-        "chelsea.png": (
-            data.chelsea(),
+        "cat.jpg": (
+            shipped["cat"],
             (2.6, 3.4),
             [("tabby, tabby cat", 0.612), ("tiger cat", 0.214), ("Egyptian cat", 0.121),
              ("lynx, catamount", 0.018), ("Persian cat", 0.006)],
         ),
-        "coffee.png": (
-            data.coffee(),
+        "coffee.jpg": (
+            shipped["coffee"],
             (3.2, 3.0),
             [("espresso", 0.733), ("cup", 0.141), ("coffee mug", 0.052), ("eggnog", 0.021),
              ("chocolate sauce", 0.004)],
@@ -234,9 +235,9 @@ def build_demo_report() -> Report:
         report.add_image(name, img, preds, views)
     report.add_section(
         "Top-activating dataset patches",
-        [View(f"blocks.4 channel {c}", tile(_patches(data.chelsea(), rng), cols=4, pad=2),
+        [View(f"blocks.4 channel {c}", tile(_patches(shipped["cat"], rng), cols=4, pad=2),
               "8 patches, receptive field 48 px") for c in (3, 17)],
-        image="chelsea.png",
+        image="cat.jpg",
     )
     report.add_section(
         "First-layer filters",

@@ -21,7 +21,6 @@ def _script():
 
 
 def test_demo_report_renders_to_a_non_blank_png(tmp_path):
-    pytest.importorskip("skimage")
     mod = _script()
     html = mod.build_demo_report().write(tmp_path / "report")
     png = mod.screenshot(html, tmp_path / "shot.png", width=1000, height=1400)
