@@ -11,6 +11,7 @@ from onnxviz.methods.activations import input_hw, to_channel_first
 from onnxviz.model import Model, Target
 from onnxviz.runtime.progress import progress as progress_bar
 
+
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window positions along one axis: ``range(0, size - window + 1, stride)``, plus one
     flush with the far border when the stride does not land there (so every pixel is
