@@ -24,7 +24,7 @@ from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
 from onnxviz.graph.rewrite import expose, fix_batch, fold_pads, require_known
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
-from onnxviz.runtime.session import Session, get_session
+from onnxviz.runtime.session import Session, check_batch_size, get_session
 
 Target = int | str | Sequence[int | str] | np.ndarray | None
 
@@ -156,9 +156,8 @@ class Model:
         static = self.input.shape[0]
         if isinstance(static, int) and static > 0:
             return static
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise OnnxvizError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        calls = -(-max(n, 1) // self.batch_size)
+        batch_size = check_batch_size(self.batch_size)
+        calls = -(-max(n, 1) // batch_size)
         return -(-max(n, 1) // calls)
 
     def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str]) -> onnx.ModelProto:

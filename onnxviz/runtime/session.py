@@ -185,8 +185,8 @@ class Session:
 
     def _chunk_size(self, names: Sequence[str], batch_size: int | None) -> tuple[int, int | None]:
         """(samples per call, the static batch size to pad to or None)."""
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise OnnxvizError(f"batch size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:
+            check_batch_size(batch_size)
         statics = {self.input_batch_sizes.get(n) for n in names} - {None}
         if len(statics) > 1:
             raise ImageError(
@@ -275,6 +275,13 @@ class Session:
                 )
             x = x.astype(want)
         return np.ascontiguousarray(x)
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` as an int, or an OnnxvizError when it is not a positive integer."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise OnnxvizError(f"batch size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 # --------------------------------------------------------------------------- options and cache
