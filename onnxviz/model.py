@@ -22,7 +22,7 @@ from onnxviz.graph._nodes import tensor_names
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
-from onnxviz.graph.rewrite import expose, fix_batch, fold_pads, require_known
+from onnxviz.graph.rewrite import expose, fix_batch, fold_pads, require_known, share_padded
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
 from onnxviz.runtime.session import Session, check_batch_size, get_session
 
@@ -212,15 +212,25 @@ class Model:
 
     def activations(self, x: np.ndarray, names: Sequence[str],
                     progress: bool | str = False) -> dict[str, np.ndarray]:
-        """Values of any intermediate tensors, from one run of a model exposing them."""
+        """Values of any intermediate tensors, from one run of a model exposing them.
+
+        A tensor whose zero-padded copy is asked for too, and read by nothing else, comes
+        back as a view of that copy's interior (it is never computed on its own:
+        :func:`~onnxviz.graph.rewrite.share_padded`).
+        """
         names = [self.check_tensor(n) for n in dict.fromkeys(names)]
-        exposed = self._cached(
-            ("expose", tuple(names)),
-            lambda: expose(fold_pads(self.proto, keep=names, materialize=True), names),
-        )
+        exposed, views = self._cached(("expose", tuple(names)), lambda: self._exposing(names))
         feeds = self._feeds(x)
         proto = self._fixed(("expose", tuple(names)), exposed, len(feeds[self.input.name]), [self.input.name])
-        return self._run(proto, feeds, names, progress)
+        values = self._run(proto, feeds, [n for n in names if n not in views], progress)
+        for name, (padded, pads) in views.items():
+            values[name] = _interior(values[padded], pads)
+        return {name: values[name] for name in names}
+
+    def _exposing(self, names: list[str]) -> tuple[onnx.ModelProto, dict[str, tuple[str, list[int]]]]:
+        shared, views = share_padded(self.proto, names)
+        computed = [n for n in names if n not in views]
+        return expose(fold_pads(shared, keep=computed, materialize=True), computed), views
 
     def predict(self, x: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k (class index, label, probability) per sample."""
@@ -399,3 +409,10 @@ class Model:
     def display_image(self, image) -> np.ndarray:
         """The uint8 RGB image as the model sees it (resized and cropped), for overlays."""
         return fit_image(load_image(image), self.preprocessing)
+
+
+def _interior(padded: np.ndarray, pads: Sequence[int]) -> np.ndarray:
+    """The unpadded view of ``padded`` (pads: spatial begins then ends, axes 2 on)."""
+    spatial = len(pads) // 2
+    crop = tuple(slice(b, padded.shape[2 + i] - e) for i, (b, e) in enumerate(zip(pads[:spatial], pads[spatial:])))
+    return padded[(slice(None), slice(None), *crop)]

@@ -185,6 +185,119 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
     return fix_ir_version(result)
 
 
+def share_padded(model: onnx.ModelProto, keep: Sequence[str]) -> tuple[onnx.ModelProto, dict[str, tuple[str, list[int]]]]:
+    """Let a kept tensor be read off its kept zero-padded copy.
+
+    When a tensor ``x`` and ``p = Pad(x)`` (zero fill, spatial axes) are both in ``keep``
+    and the Pad is the only reader of ``x``, computing ``p`` is enough: ``x`` is its
+    interior. If ``x = act(c)`` for an activation with ``act(0) == 0`` (Relu, LeakyRelu,
+    Tanh, a Clip whose range holds 0), ``act`` and the Pad are also replaced by ``act``
+    after a padding 1x1 depthwise Conv with unit weights, which gives ``p`` exactly
+    (``c * 1 + 0`` inside, ``act(0) = 0`` in the border). onnxruntime fuses that Conv and
+    ``act`` into one pass in its blocked NCHWc layout, where an unfused ``act`` (its input
+    ``c`` is kept too, so its Conv cannot fuse it) ran in NCHW between two reorder copies,
+    and ``x`` is never written: exposing every layer of a TF-padded network costs about a
+    tenth less.
+
+    Args:
+        model: not modified.
+        keep: tensors that must stay readable (exposed tensors).
+
+    Returns:
+        ``(new model, views)``: ``views[x] = (p, pads)``, pads in Conv order (spatial
+        begins then ends), so that ``x == p[:, :, b0:H - e0, b1:W - e1, ...]``. The new
+        model still computes every kept tensor except the keys of ``views``; it is
+        ``model`` itself when there is nothing to share.
+    """
+    kept = set(keep)
+    graph = model.graph
+    constants = Constants(graph)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in used_names(node):
+            readers.setdefault(name, []).append(node)
+    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {out.name for out in graph.output}
+    views: dict[str, tuple[str, list[int]]] = {}
+    moved: list[tuple[onnx.NodeProto, onnx.NodeProto, list[int]]] = []  # (act, pad, pads)
+    for node in graph.node:
+        pads = _zero_spatial_pads(node, constants)
+        if pads is None or node.output[0] not in kept:
+            continue
+        x = node.input[0]
+        if x not in kept or x in outputs or [id(n) for n in readers.get(x, [])] != [id(node)]:
+            continue
+        views[x] = (node.output[0], pads)
+        act = producers.get(x)
+        if act is not None and len(act.output) == 1 and _keeps_zero(act, constants):
+            moved.append((act, node, pads))
+    if not moved:
+        return model, views
+    inferred = infer_shapes(model)
+    shapes, dtypes = tensor_shapes(inferred), tensor_dtypes(inferred)
+    result = _copy(model)
+    graph = result.graph
+    taken = set(tensor_names(graph))
+    index = {id(node): i for i, node in enumerate(model.graph.node)}
+    for act, pad, pads in moved:
+        source = act.input[0]
+        shape = shapes.get(source)
+        if not shape or not isinstance(shape[1], int) or dtypes.get(source) not in FLOAT_TYPES:
+            continue  # the Pad stays; fold_pads(materialize=True) recomputes its output
+        channels = shape[1]
+        weight = _fresh(f"{pad.output[0]}/unit_kernel", taken)
+        inside = _fresh(f"{pad.output[0]}/before_{act.op_type}", taken)
+        ones = np.ones((channels, 1, *([1] * (len(pads) // 2))), dtype=onnx.helper.tensor_dtype_to_np_dtype(dtypes[source]))
+        graph.initializer.append(numpy_helper.from_array(ones, weight))
+        conv = onnx.helper.make_node("Conv", [source, weight], [inside], name=pad.name, group=channels, pads=pads)
+        after = onnx.NodeProto()
+        after.CopyFrom(act)
+        after.input[0] = inside
+        after.output[0] = pad.output[0]
+        # the Conv takes the activation's place (its input is ready there), the
+        # activation the Pad's
+        graph.node[index[id(act)]].CopyFrom(conv)
+        graph.node[index[id(pad)]].CopyFrom(after)
+    # drop the pads/value constants of the replaced Pads
+    used = {name for node in graph.node for name in used_names(node)} | {o.name for o in graph.output}
+    unused = {init.name for init in graph.initializer if init.name not in used}
+    _keep(graph.initializer, lambda _, init: init.name not in unused)
+    _keep(graph.input, lambda _, info: info.name not in unused)
+    return fix_ir_version(result), views
+
+
+# act(0) == 0 for these whatever their attributes (Clip: when its range holds 0)
+_ZERO_KEEPING = ("Relu", "LeakyRelu", "Tanh")
+
+
+def _keeps_zero(node: onnx.NodeProto, constants: Constants) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in _ZERO_KEEPING:
+        return True
+    if node.op_type != "Clip":
+        return False
+    if len(node.input) > 1:  # opset >= 11: min, max as optional inputs ("" or absent: none)
+        low, high = (_bound(node.input[i] if len(node.input) > i else "", constants) for i in (1, 2))
+        if low is _COMPUTED or high is _COMPUTED:
+            return False
+    else:
+        a = attrs(node)
+        low, high = a.get("min"), a.get("max")
+    return (low is None or low <= 0) and (high is None or high >= 0)
+
+
+_COMPUTED = object()
+
+
+def _bound(name: str, constants: Constants):
+    """A Clip bound input's value: None when absent, _COMPUTED when not a constant."""
+    if not name:
+        return None
+    value = constants.floats(name)
+    return _COMPUTED if not value else value[0]
+
+
 def _fresh(base: str, taken: set[str]) -> str:
     name, i = base, 0
     while name in taken:

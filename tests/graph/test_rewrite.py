@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, two_branch_concat, vgg_like
 from onnxviz.errors import UnknownTensorError
 from onnxviz.graph.load import MAX_IR_VERSION, make_model
-from onnxviz.graph.rewrite import cut, expose, fix_batch, fold_pads, prune
+from onnxviz.graph.rewrite import cut, expose, fix_batch, fold_pads, prune, share_padded
 
 
 def reference(model: onnx.ModelProto, x: np.ndarray, names) -> list[np.ndarray]:
@@ -277,6 +277,97 @@ def test_fold_pads_materialize_recomputes_kept_pads_exactly():
     np.testing.assert_array_equal(got[0], want[0])
     for g, w in zip(got[1:], want[1:]):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- share_padded
+def activated_pad(act="Clip", bounds=(0.0, 6.0), opset=17, extra_reader=False):
+    """x -> Conv -> c -> act -> a -> Pad (TF "same": bottom/right) -> p -> depthwise Conv -> y."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 1, 1)).astype(np.float32) * 3, "w"),
+             numpy_helper.from_array(rng.standard_normal((16, 1, 3, 3)).astype(np.float32), "dw")]
+    if act == "Clip" and opset >= 11:
+        inits += [numpy_helper.from_array(np.array(b, np.float32), n) for n, b in zip(("lo", "hi"), bounds)]
+        activation = helper.make_node("Clip", ["c", "lo", "hi"], ["a"])
+    elif act == "Clip":
+        activation = helper.make_node("Clip", ["c"], ["a"], min=bounds[0], max=bounds[1])
+    else:
+        activation = helper.make_node(act, ["c"], ["a"])
+    pads = [0, 0, 0, 0, 0, 0, 1, 1]
+    if opset >= 11:
+        inits.append(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
+        pad = helper.make_node("Pad", ["a", "pads"], ["p"])
+    else:
+        pad = helper.make_node("Pad", ["a"], ["p"], pads=pads)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), activation, pad,
+             helper.make_node("Conv", ["p", "dw"], ["y"], group=16, strides=[2, 2])]
+    unknown = ["N", None, None, None]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, unknown)]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["a"], ["r"]))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, unknown))
+    graph = helper.make_graph(nodes, "activated_pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 9])],
+                              outputs, inits)
+    return make_model(graph, opset=opset)
+
+
+@pytest.mark.parametrize("act,opset", [("Clip", 17), ("Clip", 10), ("Relu", 17), ("LeakyRelu", 17), ("Tanh", 17)])
+def test_share_padded_computes_the_padded_copy_only(act, opset):
+    """act then Pad becomes a padding unit Conv then act: the padded tensor is exact and
+    the unpadded one is its interior, never computed on its own."""
+    model = activated_pad(act, opset=opset)
+    names = ["c", "a", "p", "y"]
+    shared, views = share_padded(model, names)
+    assert_valid(shared)
+    assert views == {"a": ("p", [0, 0, 1, 1])}
+    assert "a" not in {out for node in shared.graph.node for out in node.output}
+    assert [n.op_type for n in shared.graph.node] == ["Conv", "Conv", act, "Conv"]
+    assert "pads" not in {i.name for i in shared.graph.initializer}
+    x = np.random.default_rng(0).standard_normal((2, 3, 10, 9)).astype(np.float32)
+    want = dict(zip(names, reference(model, x, names)))
+    got = dict(zip(["c", "p", "y"], ort_run(expose(shared, ["c", "p"]), x, ["c", "p", "y"])))
+    if act == "Clip":
+        assert (want["c"] > 6).any() and (want["c"] < 0).any()  # both bounds are hit
+    np.testing.assert_allclose(got["c"], want["c"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["p"][:, :, -1], 0)
+    np.testing.assert_array_equal(got["p"][:, :, :, -1], 0)
+    crop = got["p"][:, :, :-1, :-1]
+    np.testing.assert_allclose(crop, want["a"], rtol=1e-5, atol=1e-5)
+    # exact against the activation of onnxruntime's own c
+    activation = {"Clip": lambda v: np.clip(v, 0, 6), "Relu": lambda v: np.maximum(v, 0),
+                  "LeakyRelu": lambda v: np.where(v < 0, np.float32(0.01) * v, v), "Tanh": None}[act]
+    if activation is not None:
+        np.testing.assert_array_equal(crop, activation(got["c"]))
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case,keep", [
+    (dict(), ["a", "y"]), (dict(), ["p", "y"]), (dict(extra_reader=True), ["a", "p"]),
+], ids=["padded-not-kept", "unpadded-not-kept", "other-reader"])
+def test_share_padded_needs_both_kept_and_a_single_reader(case, keep):
+    model = activated_pad(**case)
+    assert share_padded(model, keep) == (model, {})
+
+
+@pytest.mark.parametrize("bounds", [(1.0, 6.0), (-6.0, -1.0)])
+def test_share_padded_keeps_an_activation_that_moves_zero(bounds):
+    """Clip(0) != 0 cannot move behind the padding: the Pad stays, the view still holds."""
+    model = activated_pad("Clip", bounds=bounds)
+    shared, views = share_padded(model, ["a", "p"])
+    assert shared is model and views == {"a": ("p", [0, 0, 1, 1])}
+
+
+def test_model_activations_returns_the_view():
+    import onnxviz
+
+    model = activated_pad()
+    names = ["c", "a", "p", "y"]
+    x = np.random.default_rng(2).standard_normal((3, 3, 10, 9)).astype(np.float32)
+    acts = onnxviz.Model(model, provider="cpu").activations(x, names)
+    assert list(acts) == names
+    assert acts["a"].base is not None and np.shares_memory(acts["a"], acts["p"])
+    for name, want in zip(names, reference(model, x, names)):
+        assert acts[name].shape == want.shape
+        np.testing.assert_allclose(acts[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_model_activations_of_padded_tensors():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
@@ -86,3 +88,30 @@ def test_channel_error_message():
     for bad in (4, -1):
         with pytest.raises(ChannelError, match=rf"layer relu has 4 channels; channel {bad} is out of range 0\.\.3"):
             channel_map(model, x, "relu", bad)
+
+
+def test_every_tensor_of_the_shipped_model():
+    """Model.activations of all 111 tensors at once (Pads recomputed by unit convs, ReLU6
+    outputs read off their padded copies) against onnxruntime with every graph
+    optimisation off, on the original graph: plain NCHW kernels, no rewrite, no fusion."""
+    import onnxruntime as ort
+
+    import onnxviz
+    from onnxviz.graph.rewrite import expose
+
+    path = Path(__file__).resolve().parents[2] / "models" / "efficientnet_lite0.onnx"
+    model = onnxviz.Model(path, provider="cpu")
+    names = [layer.name for layer in model.layers]
+    x = model.preprocess(Path(__file__).resolve().parents[2] / "examples" / "images" / "cat.jpg")
+    x = np.concatenate([x, x[:, :, ::-1]])
+    got = model.activations(x, names)
+    assert list(got) == names and len(names) == 111
+    assert sum(not v.flags["C_CONTIGUOUS"] for v in got.values()) == 16  # the ReLU6 outputs under a Pad
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(expose(model.proto, names).SerializeToString(), options,
+                                 providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, {"input": x})))
+    for name in names:
+        scale = max(float(np.abs(want[name]).max()), 1.0)
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
