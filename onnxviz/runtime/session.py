@@ -216,7 +216,8 @@ class Session:
         if outputs is None:
             return list(self.output_names)
         wanted = list(dict.fromkeys(outputs))
-        unknown = [o for o in wanted if o not in self.output_names]
+        known = set(self.output_names)
+        unknown = [o for o in wanted if o not in known]
         if unknown:
             raise UnknownTensorError(
                 f"the model has no output(s) {unknown}; its outputs are {self.output_names} "
