@@ -33,6 +33,8 @@ _PROBABILITY_OPS = ("Softmax", "LogSoftmax")
 _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze")
 #: Fixed-batch rewrites (and their sessions) a Model keeps.
 FIXED_BATCH_MODELS = 8
+#: Rewritten models (exposing or gradient graphs, each a full copy of the weights) a Model keeps.
+REWRITTEN_MODELS = 8
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class Model:
         self.batch_size = batch_size
         self.labels: list[str] | None = labels(self.proto)
         self.preprocessing = self._preprocessing(preprocessing)
-        self._rewritten: dict[tuple, object] = {}
+        # key -> rewritten model (and what goes with it), the most recent last (see _cached)
+        self._rewritten: OrderedDict[tuple, object] = OrderedDict()
         # Rewritten models with a fixed batch size, the most recent last (see _fixed).
         self._fixed_batch: OrderedDict[tuple, onnx.ModelProto] = OrderedDict()
         # id(proto) -> (proto, session): get_session hashes the serialized model (~18 ms
@@ -145,8 +148,16 @@ class Model:
         return hit[1]
 
     def _cached(self, key: tuple, build):
+        """``build()``, kept under ``key`` among the last :data:`REWRITTEN_MODELS` (a model
+        exposing each layer in turn would otherwise hold a copy of the weights per layer);
+        an evicted rewrite takes its fixed-batch copies and their sessions with it."""
         if key not in self._rewritten:
             self._rewritten[key] = build()
+            while len(self._rewritten) > REWRITTEN_MODELS:
+                old, _ = self._rewritten.popitem(last=False)
+                for fixed in [k for k in self._fixed_batch if k[:-1] == old]:
+                    self._sessions.pop(id(self._fixed_batch.pop(fixed)), None)
+        self._rewritten.move_to_end(key)
         return self._rewritten[key]
 
     def call_size(self, n: int) -> int:

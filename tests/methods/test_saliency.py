@@ -156,3 +156,22 @@ def test_bad_batch_size_is_a_clear_error(smooth):
     proto, _, x = smooth
     with pytest.raises(OnnxvizError, match="batch size must be a positive integer"):
         as_model(proto, batch_size=0).gradient(x, 1)
+
+
+def test_rewritten_models_are_bounded(smooth, monkeypatch):
+    """Exposing layer after layer keeps at most REWRITTEN_MODELS rewrites (each a copy of the
+    weights), drops the evicted ones' fixed-batch copies and sessions, and rebuilds on demand."""
+    import onnxviz.model
+
+    monkeypatch.setattr(onnxviz.model, "REWRITTEN_MODELS", 3)
+    proto, _, x = smooth
+    model = as_model(proto)
+    names = [layer.name for layer in model.layers]
+    assert len(names) > 3
+    first = {name: model.activations(x, [name])[name] for name in names}
+    model.gradient(x, 1)
+    assert len(model._rewritten) == 3
+    assert model._fixed_batch and {key[:-1] for key in model._fixed_batch} <= set(model._rewritten)
+    assert set(model._sessions) <= {id(p) for p in model._fixed_batch.values()} | {id(model.proto)}
+    for name in names[:2]:  # evicted: built again, same values
+        np.testing.assert_array_equal(model.activations(x, [name])[name], first[name])
