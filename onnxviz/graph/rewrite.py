@@ -131,10 +131,7 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
     result = _copy(model)
     graph = result.graph
     constants = Constants(graph)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in used_names(node):
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     fixed = set(keep) | {out.name for out in graph.output}
     shapes = dtypes = None
     folded, recomputed = [], []
@@ -178,10 +175,7 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
     _keep(graph.node, lambda _, node: id(node) not in gone)
     # Drop the pads/value constants nothing reads any more (not prune: the recomputed
     # Pad outputs are read by no output yet, only by the caller's expose).
-    used = {name for node in graph.node for name in used_names(node)} | {o.name for o in graph.output}
-    unused = {init.name for init in graph.initializer if init.name not in used}
-    _keep(graph.initializer, lambda _, init: init.name not in unused)
-    _keep(graph.input, lambda _, info: info.name not in unused)
+    _drop_unread_initializers(graph)
     return fix_ir_version(result)
 
 
@@ -212,10 +206,7 @@ def share_padded(model: onnx.ModelProto, keep: Sequence[str]) -> tuple[onnx.Mode
     kept = set(keep)
     graph = model.graph
     constants = Constants(graph)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in used_names(node):
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     producers = {out: node for node in graph.node for out in node.output}
     outputs = {out.name for out in graph.output}
     views: dict[str, tuple[str, list[int]]] = {}
@@ -258,11 +249,7 @@ def share_padded(model: onnx.ModelProto, keep: Sequence[str]) -> tuple[onnx.Mode
         # activation the Pad's
         graph.node[index[id(act)]].CopyFrom(conv)
         graph.node[index[id(pad)]].CopyFrom(after)
-    # drop the pads/value constants of the replaced Pads
-    used = {name for node in graph.node for name in used_names(node)} | {o.name for o in graph.output}
-    unused = {init.name for init in graph.initializer if init.name not in used}
-    _keep(graph.initializer, lambda _, init: init.name not in unused)
-    _keep(graph.input, lambda _, info: info.name not in unused)
+    _drop_unread_initializers(graph)  # the replaced Pads' pads/value constants
     return fix_ir_version(result), views
 
 
@@ -296,6 +283,22 @@ def _bound(name: str, constants: Constants):
         return None
     value = constants.floats(name)
     return _COMPUTED if not value else value[0]
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it (subgraph reads included), in graph order."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in used_names(node):
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in used_names(node)} | {o.name for o in graph.output}
+    unused = {init.name for init in graph.initializer if init.name not in used}
+    _keep(graph.initializer, lambda _, init: init.name not in unused)
+    _keep(graph.input, lambda _, info: info.name not in unused)
 
 
 def _fresh(base: str, taken: set[str]) -> str:
