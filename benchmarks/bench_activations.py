@@ -34,7 +34,7 @@ def main() -> None:
             "plain": lambda: model.run(x),
             "one": lambda: model.activations(x, [middle]),
             "every": lambda: model.activations(x, names),
-        }, repeats=20 if batch == 1 else 12)
+        }, repeats=40 if batch == 1 else 12)
         plain, one, every = t["plain"], t["one"], t["every"]
         rows.append([batch, plain * 1e3, one * 1e3, one / plain, every * 1e3, every / plain])
     print(f"model: {model.name}, {len(names)} tensors, one exposed layer: {middle!r}, "
