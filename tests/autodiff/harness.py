@@ -138,3 +138,16 @@ def backward_ops(model: onnx.ModelProto, wrt: Sequence[str], output: str | None 
     """The nodes the driver appended (for structure checks)."""
     gg = gradient_model(model, output=output, wrt=wrt, mode=mode)
     return [n for n in gg.model.graph.node if n.name.startswith("vjp/")]
+
+
+def assert_standard_backward(cases, forbidden: Sequence[str] = ()) -> None:
+    """Every case's backward graph uses default-domain ops only: no framework ``*Grad`` ops,
+    none of ``forbidden``. A case is a pytest param of (op, inputs, wrt, attrs, opset,
+    constants); Split cases differentiate their second of three outputs."""
+    for c in cases:
+        op, inputs, wrt, attrs, opset, constants = c.values
+        split = op == "Split"
+        model = single_op_model(op, inputs, attrs, constants, n_outputs=3 if split else 1, opset=opset)
+        for node in backward_ops(model, wrt, output="y1" if split else None):
+            assert node.domain in ("", "ai.onnx"), (op, node.op_type, node.domain)
+            assert not node.op_type.endswith("Grad") and node.op_type not in forbidden, (op, node.op_type)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from onnxviz.autodiff import gradient_model
-from tests.autodiff.harness import backward_ops, check_op, session, single_op_model
+from tests.autodiff.harness import assert_standard_backward, backward_ops, check_op, session, single_op_model
 from tests.autodiff.test_rules_elementwise import seeded_rng  # noqa: F401  (autouse fixture)
 from tests.autodiff.test_rules_elementwise import case, f32, normal
 
@@ -171,12 +171,7 @@ def test_matches_torch_autograd(op, inputs, wrt, attrs, opset, constants) -> Non
 
 
 def test_backward_graphs_use_standard_ops_only() -> None:
-    for c in CASES:
-        op, inputs, wrt, attrs, opset, constants = c.values
-        model = single_op_model(op, inputs, attrs, constants, opset=opset)
-        for node in backward_ops(model, wrt):
-            assert node.domain in ("", "ai.onnx"), (op, node.op_type, node.domain)
-            assert not node.op_type.endswith("Grad"), (op, node.op_type)
+    assert_standard_backward(CASES)
 
 
 def test_stride1_input_gradient_is_a_conv_with_a_precomputed_kernel() -> None:
