@@ -4,11 +4,17 @@ Directional derivatives: for a random direction u on the input and a random seed
 the logits, <u, J^T v> from onnxviz's appended backward graph (onnxruntime, float32)
 against the central difference (<v, f(x + eps u)> - <v, f(x - eps u)>) / (2 eps) of the
 same network evaluated in float64 by an independent interpreter (torch, tests/autodiff/
-onnx_torch.py), eps = 1e-5. In float64 the difference quotient is exact to ~1e-8, so
-what remains is float32 rounding and the few ReLU/max-pool decisions that float32 and
-float64 take differently near a threshold: we require |analytic - numeric| < 1e-2 ||J^T v||
-(the spread of <u, J^T v> over random u) for each of two (u, v) pairs. (A float32 finite difference is not usable here: steps large enough
-to beat rounding cross ReLU kinks, giving 10-40 % errors that are not bugs.)
+onnx_torch.py). In float64 that quotient is exact to ~1e-8 unless the step crosses a
+ReLU/ReLU6/max-pool kink; what remains is float32 rounding and the few ReLU/max-pool
+decisions that float32 and float64 take differently near a threshold. We require
+|analytic - numeric| < 1e-2 ||J^T v|| (the spread of <u, J^T v> over random u) for each
+of two (u, v) pairs, with eps = 1e-5 on the zoo nets (random weights: ZFNet's float32
+gradient is 1.1 % from torch's float64 autograd one in L2, so no tighter bound holds).
+The shipped model on the cat photo gets eps = 1e-7 and a 5e-3 bound: at 1e-5 the step
+crosses enough ReLU6 kinks to move the quotient by 2.6-2.7 %, and torch's own float64
+gradient disagrees with it by as much; at 1e-7 both agree with it to 2e-4 and onnxviz's
+to 7e-4. (A float32 finite difference is not usable: steps large enough to beat rounding
+cross ReLU kinks, giving 10-40 % errors that are not bugs.)
 """
 
 from __future__ import annotations
@@ -61,12 +67,10 @@ def test_zoo_directional_derivative(name: str) -> None:
 def test_shipped_model_directional_derivative() -> None:
     model = Model(SHIPPED, provider="cpu")
     x = model.preprocess(ROOT / "examples" / "images" / "cat.jpg")
-    errors = directional_errors(model, x)
-    # Real weights on a real photo: many ReLU6 units sit at their upper bound 6, where
-    # float32 and float64 disagree on which side they are; measured 2.6-2.8 % here, so
-    # the bound is 5e-2 (the elementwise comparison with torch autograd is in
-    # test_torch_oracle.py).
-    assert max(errors) < 5e-2, errors
+    errors = directional_errors(model, x, eps=1e-7)
+    # measured 7e-4 and 1e-4 (the elementwise comparison with torch autograd is in
+    # test_torch_oracle.py)
+    assert max(errors) < 5e-3, errors
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="shipped model missing")
