@@ -22,7 +22,7 @@ from onnxviz.graph._nodes import tensor_names
 from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
-from onnxviz.graph.rewrite import expose, fix_batch, fold_pads, require_known, share_padded
+from onnxviz.graph.rewrite import expose, fix_batch, fix_input_dims, fold_pads, require_known, share_padded
 from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
 from onnxviz.runtime.session import Session, check_batch_size, get_session
 
@@ -230,16 +230,19 @@ class Model:
         :func:`~onnxviz.graph.rewrite.share_padded`).
         """
         names = [self.check_tensor(n) for n in dict.fromkeys(names)]
-        exposed, views = self._cached(("expose", tuple(names)), lambda: self._exposing(names))
         feeds = self._feeds(x)
-        proto = self._fixed(("expose", tuple(names)), exposed, len(feeds[self.input.name]), [self.input.name])
+        size, base = self._sized(feeds[self.input.name].shape)
+        key = ("expose", size, tuple(names))
+        exposed, views = self._cached(key, lambda: self._exposing(base, names))
+        proto = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name])
         values = self._run(proto, feeds, [n for n in names if n not in views], progress)
         for name, (padded, pads) in views.items():
             values[name] = _interior(values[padded], pads)
         return {name: values[name] for name in names}
 
-    def _exposing(self, names: list[str]) -> tuple[onnx.ModelProto, dict[str, tuple[str, list[int]]]]:
-        shared, views = share_padded(self.proto, names)
+    def _exposing(self, base: onnx.ModelProto, names: list[str]
+                  ) -> tuple[onnx.ModelProto, dict[str, tuple[str, list[int]]]]:
+        shared, views = share_padded(base, names)
         computed = [n for n in names if n not in views]
         return expose(fold_pads(shared, keep=computed, materialize=True), computed), views
 
@@ -293,12 +296,24 @@ class Model:
         return out
 
     # ----------------------------------------------------------------- gradients
-    def _gradient_graph(self, output: str, wrt: tuple[str, ...], mode: str,
-                        exposed: tuple[str, ...]):
+    def _sized(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, onnx.ModelProto]:
+        """(key part, model) for a batch of ``shape``: the model itself when its image
+        input has static non-batch dims, else a copy with them fixed to ``shape``'s.
+
+        Gradient rules of strided convolutions and pools need static spatial sizes
+        (models exported with a free image size have none), and onnxruntime keeps more of
+        a static graph in its NCHWc layout.
+        """
+        if all(isinstance(d, int) and d > 0 for d in self.input.shape[1:]):
+            return None, self.proto
+        size = tuple(int(d) for d in shape[1:])
+        return size, self._cached(("sized", size), lambda: fix_input_dims(self.proto, {self.input.name: [None, *size]}))
+
+    def _gradient_graph(self, key: tuple, base: onnx.ModelProto, output: str, wrt: tuple[str, ...],
+                        mode: str, exposed: tuple[str, ...]):
         from onnxviz.autodiff import gradient_model
 
-        key = ("grad", output, wrt, mode, exposed)
-        return self._cached(key, lambda: gradient_model(self.proto, output, list(wrt), mode, exposed))
+        return self._cached(key, lambda: gradient_model(base, output, list(wrt), mode, exposed))
 
     def vjp(
         self,
@@ -324,10 +339,12 @@ class Model:
         output = self.check_tensor(output or self.logit_name)
         wrt = tuple(self.check_tensor(w) for w in (wrt or [self.input.name]))
         exposed = tuple(self.check_tensor(n) for n in expose_names)
-        gg = self._gradient_graph(output, wrt, mode, exposed)
-        feeds = {**self._feeds(x), gg.seed: np.asarray(seed, dtype=np.float32)}
-        proto = self._fixed(("grad", output, wrt, mode, exposed), gg.model, len(feeds[self.input.name]),
-                            [self.input.name, gg.seed])
+        feeds = self._feeds(x)
+        size, base = self._sized(feeds[self.input.name].shape)
+        key = ("grad", size, output, wrt, mode, exposed)
+        gg = self._gradient_graph(key, base, output, wrt, mode, exposed)
+        feeds[gg.seed] = np.asarray(seed, dtype=np.float32)
+        proto = self._fixed(key, gg.model, len(feeds[self.input.name]), [self.input.name, gg.seed])
         names = [output, *[gg.gradients[w] for w in wrt], *exposed]
         res = self._run(proto, feeds, list(dict.fromkeys(names)), progress)
         return VJP(

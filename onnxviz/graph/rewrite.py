@@ -350,23 +350,44 @@ def fix_batch(model: onnx.ModelProto, size: int, inputs: Sequence[str] | None = 
     Returns:
         A new model.
     """
+    initializers = {init.name for init in model.graph.initializer}
+    names = set(inputs) if inputs is not None else {i.name for i in model.graph.input if i.name not in initializers}
+    return fix_input_dims(model, {name: [size] for name in names})
+
+
+def fix_input_dims(model: onnx.ModelProto, dims: dict[str, Sequence[int | None]]) -> onnx.ModelProto:
+    """Give free (symbolic or unknown) dimensions of graph inputs fixed sizes.
+
+    ``dims[name][i]`` is the size of axis ``i`` of input ``name`` (None, or an axis past
+    the list's end: left as it is); dimensions that already have a size keep it. A
+    symbolic dimension fixed this way is fixed under its name everywhere (other inputs
+    and outputs, value_info), as shape inference would propagate it.
+
+    Args:
+        model: not modified.
+        dims: input name -> sizes per axis.
+
+    Returns:
+        A new model.
+    """
     result = _copy(model)
     graph = result.graph
-    initializers = {init.name for init in graph.initializer}
-    names = set(inputs) if inputs is not None else {i.name for i in graph.input if i.name not in initializers}
-    symbols = set()
+    symbols: dict[str, int] = {}
     for info in graph.input:
-        dims = info.type.tensor_type.shape.dim
-        if info.name in names and info.type.tensor_type.HasField("shape") and dims:
-            if dims[0].dim_param:
-                symbols.add(dims[0].dim_param)
-            if not dims[0].HasField("dim_value") or dims[0].dim_value <= 0:
-                dims[0].dim_value = size
+        sizes = dims.get(info.name)
+        if sizes is None or not info.type.tensor_type.HasField("shape"):
+            continue
+        for dim, size in zip(info.type.tensor_type.shape.dim, sizes):
+            if size is None or (dim.HasField("dim_value") and dim.dim_value > 0):
+                continue
+            if dim.dim_param:
+                symbols[dim.dim_param] = size
+            dim.dim_value = size
     if symbols:
-        for info in [*graph.output, *graph.value_info]:
+        for info in [*graph.input, *graph.output, *graph.value_info]:
             for dim in info.type.tensor_type.shape.dim:
                 if dim.dim_param in symbols:
-                    dim.dim_value = size
+                    dim.dim_value = symbols[dim.dim_param]
     return fix_ir_version(result)
 
 

@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, two_branch_concat, vgg_like
 from onnxviz.errors import UnknownTensorError
 from onnxviz.graph.load import MAX_IR_VERSION, make_model
-from onnxviz.graph.rewrite import cut, expose, fix_batch, fold_pads, prune, share_padded
+from onnxviz.graph.rewrite import cut, expose, fix_batch, fix_input_dims, fold_pads, prune, share_padded
 
 
 def reference(model: onnx.ModelProto, x: np.ndarray, names) -> list[np.ndarray]:
@@ -255,6 +255,24 @@ def test_fix_batch_fixes_the_symbolic_batch_everywhere():
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         ort_run(fixed, x[:2])
     assert fix_batch(fixed, 5).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3  # static stays
+
+
+def test_fix_input_dims_fixes_free_dims_only():
+    """Free H and W (symbols, with the same symbol on an output) get sizes; a static channel
+    count and the batch (None) stay; the values are unchanged."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "free",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", None])])
+    model = make_model(graph)
+    fixed = fix_input_dims(model, {"x": [None, 7, 5, 6]})
+    assert_valid(fixed)
+    dims = {info.name: [d.dim_value or d.dim_param or None for d in info.type.tensor_type.shape.dim]
+            for info in [*fixed.graph.input, *fixed.graph.output]}
+    assert dims == {"x": ["N", 3, 5, 6], "y": ["N", 3, 5, None]}
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(ort_run(fixed, x)[0], np.maximum(x, 0))
+    assert model.graph.input[0].type.tensor_type.shape.dim[2].dim_param == "H"  # the argument is left alone
 
 
 def shape_inferred(model):

@@ -175,3 +175,33 @@ def test_rewritten_models_are_bounded(smooth, monkeypatch):
     assert set(model._sessions) <= {id(p) for p in model._fixed_batch.values()} | {id(model.proto)}
     for name in names[:2]:  # evicted: built again, same values
         np.testing.assert_array_equal(model.activations(x, [name])[name], first[name])
+
+
+def _free_size_net(height, width):
+    """Conv stride 2 -> Relu -> MaxPool stride 2 -> GlobalAveragePool -> Gemm, image dims as given."""
+    from fixtures import GraphBuilder, image
+
+    b = GraphBuilder(3)
+    x = b.node("Conv", ["x", b.weight("w", [6, 3, 3, 3]), b.bias("b", 6)], "conv", strides=[2, 2], pads=[1] * 4)
+    x = b.node("Relu", [x], "relu")
+    x = b.node("MaxPool", [x], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    x = b.node("GlobalAveragePool", [x], "gap")
+    x = b.node("Flatten", [x], "flat")
+    x = b.node("Gemm", [x, b.weight("fc", [4, 6]), b.bias("fc_b", 4)], "logits", transB=1)
+    return b.model([image("x", 3, height, width)], [x], 17)
+
+
+def test_free_image_size_models_get_gradients():
+    """A model exported with a free image size (symbolic H and W) gets gradients through
+    strided layers, at any size: the same values as the same net fixed at that size."""
+    free = as_model(_free_size_net("H", "W"))
+    rng = np.random.default_rng(7)
+    for size in ((2, 3, 21, 30), (1, 3, 16, 16)):
+        x = rng.standard_normal(size).astype(np.float32)
+        fixed = as_model(_free_size_net(*size[2:]))
+        np.testing.assert_allclose(free.gradient(x, [2] * len(x)), fixed.gradient(x, [2] * len(x)), rtol=1e-6, atol=1e-7)
+        acts = free.activations(x, ["conv", "pool"])
+        want = fixed.activations(x, ["conv", "pool"])
+        for name in ("conv", "pool"):
+            np.testing.assert_array_equal(acts[name], want[name])
+    assert {key for key in free._rewritten if key[0] == "sized"} == {("sized", (3, 21, 30)), ("sized", (3, 16, 16))}

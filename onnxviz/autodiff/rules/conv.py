@@ -70,8 +70,9 @@ def static_spatial(ctx: RuleContext, name: str, why: str) -> tuple[int, ...]:
     if shape is None or not all(isinstance(d, int) for d in shape[2:]):
         raise GradientError(
             f"node {ctx.node.name!r} ({ctx.node.op_type}): the spatial dims of {name!r} are "
-            f"not static ({shape}); they are needed {why}. Export the model with a fixed "
-            f"image size or run shape inference with static input dims"
+            f"not static ({shape}); they are needed {why}. onnxviz.Model fixes a free image "
+            f"size to each batch's own, so here they depend on more than the image size: export "
+            f"the model with static shapes"
         )
     return tuple(shape[2:])
 
