@@ -20,6 +20,7 @@ from onnxviz.graph._nodes import Constants, attrs
 from onnxviz.methods._graph import PASS_THROUGH, constant_value, producers
 from onnxviz.methods.activations import channel_first, input_hw, to_channel_first
 from onnxviz.model import Model, Target
+from onnxviz.runtime.progress import progress as progress_bar
 
 
 def weighted_sum(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -262,8 +263,9 @@ def score_cam_weights(inputs: CamInputs) -> np.ndarray:
     Each channel is upsampled (bilinear) to the input size, normalised to [0, 1] and
     multiplied into the (preprocessed) input. With more than ``max_channels`` channels
     only the ``max_channels`` with the largest mean activation are scored; the others
-    get weight 0. The masked copies of a sample go through the model in batches of
-    ``batch_size`` (default ``model.batch_size``).
+    get weight 0. The masked copies go through the model in equal runs of at most
+    ``batch_size`` (default ``model.batch_size``; a short last run is padded), built one
+    run at a time, under one progress bar.
     """
     model, acts = inputs.model, inputs.activations
     n, k = acts.shape[:2]
@@ -271,16 +273,24 @@ def score_cam_weights(inputs: CamInputs) -> np.ndarray:
     size = input_hw(model, inputs.x)
     images = to_channel_first(model, inputs.x)
     weights = np.zeros((n, k))
-    for i in range(n):
-        order = np.argsort(-acts[i].mean(axis=(1, 2)), kind="stable")[:keep]
-        masked = images[i][None] * _upsampled_masks(acts[i, order], size)[:, None]
-        if model.input.layout == "NHWC":
-            masked = np.ascontiguousarray(np.moveaxis(masked, 1, 3))
-        with _batch_size(model, inputs.options.get("batch_size")):
-            logits = model.logits(masked, progress=inputs.options.get("progress", False)).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        weights[i, order] = probs[:, inputs.targets[i]] / probs.sum(axis=1)
+    if keep == 0:
+        return weights
+    orders = [np.argsort(-acts[i].mean(axis=(1, 2)), kind="stable")[:keep] for i in range(n)]
+    with _batch_size(model, inputs.options.get("batch_size")):
+        run = model.call_size(keep)
+        jobs = [(i, start) for i in range(n) for start in range(0, keep, run)]
+        label = inputs.options.get("progress", False)
+        for i, start in progress_bar(jobs, len(jobs), label if isinstance(label, str) else "", enabled=bool(label)):
+            channels = orders[i][start:start + run]
+            masked = images[i][None] * _upsampled_masks(acts[i, channels], size)[:, None]
+            if len(masked) < run:  # the same call size: no second session
+                masked = np.concatenate([masked, np.repeat(masked[-1:], run - len(masked), axis=0)])
+            if model.input.layout == "NHWC":
+                masked = np.ascontiguousarray(np.moveaxis(masked, 1, 3))
+            logits = model.logits(masked)[:len(channels)].astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            weights[i, channels] = probs[:, inputs.targets[i]] / probs.sum(axis=1)
     return weights
 
 
@@ -356,7 +366,10 @@ def class_activation_map(
         head = find_cam_head(model)
         layer, layout = head.features, head.layout
     layer = model.check_tensor(layer) if layer is not None else default_cam_layer(model)
-    inputs = cam_inputs(model, x, target, layer, method in GRADIENT_BASED, layout, progress, **options)
+    # Score-CAM draws one bar over its many runs, not one for the activations run too
+    inputs = cam_inputs(model, x, target, layer, method in GRADIENT_BASED, layout,
+                        False if method == "scorecam" else progress, **options)
+    inputs.options["progress"] = progress
     result = weighted_sum(inputs.activations, CAM_WEIGHTS[method](inputs))
     return np.maximum(result, 0.0) if relu else result
 

@@ -198,6 +198,18 @@ def test_score_cam_by_hand():
                                rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(score_cam(model, x, targets, max_channels=2, batch_size=1),
                                _score_cam_by_hand(proto, x, targets, "relu2", 2), rtol=1e-4, atol=1e-6)
+    # 5 channels in runs of at most 4: two runs of 3, the second padded with a repeat
+    np.testing.assert_allclose(score_cam(model, x, targets, max_channels=5),
+                               _score_cam_by_hand(proto, x, targets, "relu2", 5), rtol=1e-4, atol=1e-6)
+    assert {key[-1] for key in model._fixed_batch if key[0] == "expose"} >= {3}
+
+
+def test_score_cam_draws_one_bar(capsys):
+    """One labelled bar over all runs of all samples (not one per sample and run)."""
+    model = as_model(gap_gemm(size=8, filters=6, classes=5), batch_size=2)
+    x = np.random.default_rng(4).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    score_cam(model, x, [1, 2, 3], progress="Score-CAM")
+    assert capsys.readouterr().err.count("Score-CAM") == 1
 
 
 def test_score_cam_upsampling_matches_torch_bilinear(vgg):
