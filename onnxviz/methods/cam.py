@@ -8,6 +8,7 @@ is the one function that runs them. Maps come back at the feature map's resoluti
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,8 +147,13 @@ def _linear(nodes: list[onnx.NodeProto], graph: onnx.GraphProto,
     return weight, bias, used
 
 
+# Model -> its CAM head: reading the head's weights (5 MB for a 1000-class ImageNet head)
+# cost a third of a forward pass per call
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def find_cam_head(model: Model) -> CamHead:
-    """Find a CAM-ready head from the graph alone.
+    """Find a CAM-ready head from the graph alone (once per model).
 
     Accepted: the last spatial feature map -> GlobalAveragePool (or ReduceMean over the
     spatial axes, keepdims either) -> any Flatten/Reshape/Squeeze/Identity/Dropout ->
@@ -158,6 +164,13 @@ def find_cam_head(model: Model) -> CamHead:
         MethodError: the head is anything else; the message lists the ops found after
             the last spatial tensor and suggests Grad-CAM.
     """
+    head = _HEADS.get(model)
+    if head is None:
+        head = _HEADS[model] = _find_cam_head(model)
+    return head
+
+
+def _find_cam_head(model: Model) -> CamHead:
     features, after = _path_to_logits(model)
     graph = model.proto.graph
     constants = Constants(graph)

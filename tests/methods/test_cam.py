@@ -90,6 +90,7 @@ def test_find_cam_head_variants(head):
     proto = head_net(head)
     model = as_model(proto)
     found = find_cam_head(model)
+    assert find_cam_head(model) is found and find_cam_head(as_model(proto)) is not found  # once per model
     assert found.features == ("feat_nhwc" if head == "nhwc" else "feat")
     assert found.layout == ("NHWC" if head == "nhwc" else "NCHW")
     w = _inits(proto)
