@@ -150,10 +150,10 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
             if shapes is None:
                 inferred = infer_shapes(model)
                 shapes, dtypes = tensor_shapes(inferred), tensor_dtypes(inferred)
-            shape = shapes.get(node.input[0])
-            if not shape or not isinstance(shape[1], int) or dtypes.get(node.input[0]) not in FLOAT_TYPES:
+            channels = _float_channels(shapes, dtypes, node.input[0])
+            if channels is None:
                 continue
-            recomputed.append((node, shape[1], dtypes[node.input[0]], pads))
+            recomputed.append((node, channels, dtypes[node.input[0]], pads))
         spatial = len(pads) // 2
         for user in users:
             old = list(attrs(user).get("pads", [0] * (2 * spatial)))
@@ -165,12 +165,7 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
         return model
     taken = set(tensor_names(graph))
     for node, channels, dtype, pads in recomputed:
-        weight = _fresh(f"{node.output[0]}/unit_kernel", taken)
-        ones = np.ones((channels, 1, *([1] * (len(pads) // 2))), dtype=onnx.helper.tensor_dtype_to_np_dtype(dtype))
-        graph.initializer.append(numpy_helper.from_array(ones, weight))
-        conv = onnx.helper.make_node("Conv", [node.input[0], weight], [node.output[0]], name=node.name,
-                                     group=channels, pads=pads)
-        node.CopyFrom(conv)
+        node.CopyFrom(_unit_conv(graph, taken, node.input[0], node.output[0], node.name, channels, dtype, pads))
     gone = {id(node) for node in folded} - {id(node) for node, *_ in recomputed}
     _keep(graph.node, lambda _, node: id(node) not in gone)
     # Drop the pads/value constants nothing reads any more (not prune: the recomputed
@@ -232,15 +227,11 @@ def share_padded(model: onnx.ModelProto, keep: Sequence[str]) -> tuple[onnx.Mode
     index = {id(node): i for i, node in enumerate(model.graph.node)}
     for act, pad, pads in moved:
         source = act.input[0]
-        shape = shapes.get(source)
-        if not shape or not isinstance(shape[1], int) or dtypes.get(source) not in FLOAT_TYPES:
+        channels = _float_channels(shapes, dtypes, source)
+        if channels is None:
             continue  # the Pad stays; fold_pads(materialize=True) recomputes its output
-        channels = shape[1]
-        weight = _fresh(f"{pad.output[0]}/unit_kernel", taken)
         inside = _fresh(f"{pad.output[0]}/before_{act.op_type}", taken)
-        ones = np.ones((channels, 1, *([1] * (len(pads) // 2))), dtype=onnx.helper.tensor_dtype_to_np_dtype(dtypes[source]))
-        graph.initializer.append(numpy_helper.from_array(ones, weight))
-        conv = onnx.helper.make_node("Conv", [source, weight], [inside], name=pad.name, group=channels, pads=pads)
+        conv = _unit_conv(graph, taken, source, inside, pad.name, channels, dtypes[source], pads)
         after = onnx.NodeProto()
         after.CopyFrom(act)
         after.input[0] = inside
@@ -299,6 +290,24 @@ def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
     unused = {init.name for init in graph.initializer if init.name not in used}
     _keep(graph.initializer, lambda _, init: init.name not in unused)
     _keep(graph.input, lambda _, info: info.name not in unused)
+
+
+def _float_channels(shapes: dict, dtypes: dict[str, int], name: str) -> int | None:
+    """The channel count (axis 1) of a float tensor, None when unknown or not float."""
+    shape = shapes.get(name)
+    if not shape or len(shape) < 2 or not isinstance(shape[1], int) or dtypes.get(name) not in FLOAT_TYPES:
+        return None
+    return shape[1]
+
+
+def _unit_conv(graph: onnx.GraphProto, taken: set[str], source: str, output: str, name: str,
+               channels: int, dtype: int, pads: list[int]) -> onnx.NodeProto:
+    """A 1x1 depthwise Conv with unit weights (added to ``graph``) and ``pads``: ``source``
+    zero-padded, exactly (``x * 1 + 0`` inside, zeros in the border)."""
+    weight = _fresh(f"{output}/unit_kernel", taken)
+    ones = np.ones((channels, 1, *([1] * (len(pads) // 2))), dtype=onnx.helper.tensor_dtype_to_np_dtype(dtype))
+    graph.initializer.append(numpy_helper.from_array(ones, weight))
+    return onnx.helper.make_node("Conv", [source, weight], [output], name=name, group=channels, pads=pads)
 
 
 def _fresh(base: str, taken: set[str]) -> str:
