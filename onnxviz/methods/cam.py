@@ -22,6 +22,7 @@ from onnxviz.methods._graph import PASS_THROUGH, constant_value, producers
 from onnxviz.methods.activations import channel_first, input_hw, to_channel_first
 from onnxviz.model import Model, Target
 from onnxviz.runtime.progress import progress as progress_bar
+from onnxviz.runtime.session import pad_rows
 
 
 def weighted_sum(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -296,8 +297,7 @@ def score_cam_weights(inputs: CamInputs) -> np.ndarray:
         for i, start in progress_bar(jobs, len(jobs), label if isinstance(label, str) else "", enabled=bool(label)):
             channels = orders[i][start:start + run]
             masked = images[i][None] * _upsampled_masks(acts[i, channels], size)[:, None]
-            if len(masked) < run:  # the same call size: no second session
-                masked = np.concatenate([masked, np.repeat(masked[-1:], run - len(masked), axis=0)])
+            masked = pad_rows(masked, run)  # the same call size: no second session
             if model.input.layout == "NHWC":
                 masked = np.ascontiguousarray(np.moveaxis(masked, 1, 3))
             logits = model.logits(masked)[:len(channels)].astype(np.float64)

@@ -177,7 +177,7 @@ class Session:
             part = dict(prepared)
             for name in names:
                 rows = prepared[name][start:stop]
-                part[name] = rows if static is None else _pad(rows, static)
+                part[name] = rows if static is None else pad_rows(rows, static)
             sent = stop - start if static is None else static
             for name, value in self._run(part, wanted).items():
                 _store(results, name, value, sent, start, stop, n)
@@ -371,7 +371,7 @@ def _common_length(feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> int
     return n
 
 
-def _pad(rows: np.ndarray, size: int) -> np.ndarray:
+def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
     """Fill a short chunk up to ``size`` rows by repeating its last row.
 
     A real sample, not zeros: zeros can be far outside the data a model was
