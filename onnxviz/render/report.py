@@ -262,9 +262,13 @@ class Report:
             f"<body>{body}</body></html>\n"
         )
 
-    def write(self, out_dir: str | os.PathLike) -> Path:
-        """Write ``out_dir/index.html`` atomically (folders created) and return its path."""
-        return write_text(Path(out_dir) / "index.html", self.to_html())
+    def write(self, out: str | os.PathLike) -> Path:
+        """Write the page atomically (folders created) and return its path: ``out`` itself
+        when it names an ``.html``/``.htm`` file, else ``out/index.html``."""
+        path = Path(out)
+        if path.suffix.lower() not in (".html", ".htm"):
+            path = path / "index.html"
+        return write_text(path, self.to_html())
 
 
 _CSS = """

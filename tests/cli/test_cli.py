@@ -353,3 +353,11 @@ def test_report_tiny_model(files, tmp_path):
     assert "red.png" in html and "blue.png" in html
     assert html.count("Top-5 predictions") == 2 or html.count("<table class=\"preds\">") == 2
     assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_report_to_an_html_file(files, tmp_path):
+    out = tmp_path / "pages" / "tiny.HTML"
+    result = run("report", files["red"], "-m", files["model"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip()) == out and out.is_file()
+    assert "red.png" in out.read_text(encoding="utf-8")
