@@ -25,6 +25,7 @@ from onnxviz.cli.options import (
     output_option,
     output_paths,
     parse_target,
+    quiet_option,
     save_array_option,
     target_option,
 )
@@ -92,8 +93,8 @@ COMMANDS: dict[str, CommandSpec] = {
 def make_command(name: str, spec: CommandSpec) -> click.Command:
     """The click command for attribution method ``name``."""
 
-    def run(images, model, target, output, save_array, **options) -> None:
-        _attribute(name, images, model, target, output, save_array, options)
+    def run(images, model, target, output, save_array, quiet, **options) -> None:
+        _attribute(name, images, model, target, output, save_array, options, quiet)
 
     run.__doc__ = (
         f"{spec.help}\n\n"
@@ -105,6 +106,7 @@ def make_command(name: str, spec: CommandSpec) -> click.Command:
     command: Callable = run
     for option in reversed(spec.options):
         command = option(command)
+    command = quiet_option(command)
     command = save_array_option(command)
     command = output_option(".", "PNG file (one image) or folder.")(command)
     command = target_option(command)
@@ -117,7 +119,7 @@ def attribution_commands() -> list[click.Command]:
     return [make_command(name, spec) for name, spec in COMMANDS.items()]
 
 
-def _attribute(name, images, model, target, output, save_array, options) -> None:
+def _attribute(name, images, model, target, output, save_array, options, quiet=False) -> None:
     """Load, check, compute every map, then write: an error leaves no file behind."""
     from onnxviz.render import io
     from onnxviz.report import explain
@@ -133,7 +135,7 @@ def _attribute(name, images, model, target, output, save_array, options) -> None
         target = m.class_index(target)
     x = m.preprocess(paths)
     views = [m.display_image(p) for p in paths]
-    results = explain(m, name, x, views, target, progress=name, **given)
+    results = explain(m, name, x, views, target, progress=not quiet and name, **given)
     for path, png, e in zip(paths, outputs, results):
         io.write_png(png, e.picture)
         line = f"{path}: class {e.target} {e.label!r} p={e.probability:.3f} -> {png}"

@@ -218,6 +218,7 @@ def output_option(default: str | None, help: str) -> Decorator:
 save_array_option = click.option(
     "--save-array", is_flag=True, help="Also write the raw array as .npy next to each PNG."
 )
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead.")
 images_argument = click.argument("images", nargs=-1, metavar="[IMAGE...]")
 

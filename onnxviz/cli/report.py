@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from onnxviz.cli.options import default_images, images_argument, model_options, output_option
+from onnxviz.cli.options import default_images, images_argument, model_options, output_option, quiet_option
 
 
 @click.command()
 @images_argument
 @model_options
 @output_option("report", "Folder to write index.html into, or a .html file to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def report(images, model, output, quiet) -> None:
     """Write one HTML page explaining the model's top class for each IMAGE.
 

@@ -227,6 +227,14 @@ def test_attribution_command(method, files, tmp_path):
     assert f"-> {out}" in result.stdout and "p=" in result.stdout
 
 
+def test_quiet_attribution_prints_no_progress(files, tmp_path):
+    args = ("smoothgrad", files["red"], "-m", files["model"], "-o", tmp_path / "s.png", "--samples", "2")
+    assert "smoothgrad" in run(*args).stderr  # the progress label
+    quiet = run(*args, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert "p=" in quiet.stdout
+
+
 def test_saliency_matches_api_and_target_label(files, tiny, tmp_path):
     """The CLI's array is the library's, for the class named by its label."""
     import onnxviz
