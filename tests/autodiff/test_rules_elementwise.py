@@ -423,6 +423,22 @@ def test_scalar_operand_gradient(op) -> None:
     np.testing.assert_allclose(db, expected[1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("rows_a", [1, 4])
+def test_unrelated_symbolic_dims_are_unbroadcast_at_run_time(rows_a) -> None:
+    """Operands whose dims are different symbols (onnx names the batch of a Resize by
+    scales ``unk__0``, the image's is ``N``: an FPN's upsample + lateral Add) may or may
+    not have been broadcast; the rule decides at run time (hand computation)."""
+    d = onnx.TensorProto.DOUBLE
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["a", "b"], ["y"])], "symbols",
+        [helper.make_tensor_value_info("a", d, ["A", 3]), helper.make_tensor_value_info("b", d, ["B", 3])],
+        [helper.make_tensor_value_info("y", d, None)])
+    a, b, dy = normal(rows_a, 3), normal(4, 3), normal(4, 3)
+    da, db = run_vjp(make_model(graph, opset=17), {"a": a, "b": b}, ["a", "b"], dy)
+    np.testing.assert_allclose(da, (dy * b).sum(axis=0, keepdims=True) if rows_a == 1 else dy * b, rtol=1e-12)
+    np.testing.assert_allclose(db, dy * a, rtol=1e-12)
+
+
 def test_hard_swish_kinks_match_torch() -> None:
     torch = pytest.importorskip("torch")
     x = np.array([-4.0, -3.0, -1.5, 0.0, 3.0, 4.0])
