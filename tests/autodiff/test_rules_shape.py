@@ -209,6 +209,51 @@ def test_resize_matches_torch_interpolate(mode, align) -> None:
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-5)
 
 
+def _resize_to_run_time_sizes(mode: str, batch_factor: int = 1) -> onnx.ModelProto:
+    """torch's ``interpolate(x, size=(9, 12))`` with a dynamic batch: sizes =
+    Concat(Shape(x)[:2] (the batch times ``batch_factor``), [9, 12]), so shape inference
+    knows the output's spatial dims but not its batch (``unk__0``)."""
+    d = onnx.TensorProto.FLOAT
+    attrs = ({"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"} if mode == "nearest"
+             else {"coordinate_transformation_mode": "pytorch_half_pixel"})
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+        helper.make_node("Mul", ["nc", "factor"], ["nc2"]),
+        helper.make_node("Concat", ["nc2", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode=mode, **attrs),
+    ]
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", d, ["N", 2, 5, 7])], [helper.make_tensor_value_info("y", d, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in
+                     [("zero", ints(0)), ("two", ints(2)), ("factor", ints(batch_factor, 1)), ("hw", ints(9, 12))]])
+    return make_model(graph, opset=17)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_to_run_time_sizes_with_a_free_batch(mode) -> None:
+    """The FPN/U-Net upsampling ``interpolate(top, size=lateral.shape[-2:])`` of a dynamic-batch
+    export: the batch axis, free in input and output, is taken as not resized."""
+    torch = pytest.importorskip("torch")
+    model = _resize_to_run_time_sizes(mode)
+    x, dy = f32(normal(3, 2, 5, 7)), f32(normal(3, 2, 9, 12))
+    (dx,) = _vjp(model, {"x": x}, ["x"], dy)
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ty = torch.nn.functional.interpolate(tx, size=(9, 12), mode="nearest" if mode == "nearest" else "bilinear",
+                                         align_corners=None if mode == "nearest" else False)
+    ty.backward(torch.from_numpy(dy.astype(np.float64)))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-5)
+
+
+def test_resize_of_a_free_axis_by_run_time_sizes_fails_loudly() -> None:
+    """Should a run-time size resize the free batch axis after all, the gradient run raises
+    instead of returning a gradient of the wrong shape."""
+    model = _resize_to_run_time_sizes("nearest", batch_factor=2)
+    x = f32(normal(3, 2, 5, 7))
+    with pytest.raises(Exception, match="Reshape node. Name:.vjp/Resize"):
+        _vjp(model, {"x": x}, ["x"], f32(normal(6, 2, 9, 12)))
+
+
 # --- run-time values ------------------------------------------------------------------------
 
 

@@ -107,10 +107,12 @@ def _resize_plan(ctx: RuleContext, roi_v: np.ndarray | None, scales_v: np.ndarra
     scales = [1.0] * rank
     out = list(shape)
     if has_sizes:
-        sizes = sizes_v if sizes_v is not None else _static_out(ctx, axes)
-        for axis, size in zip(axes, np.asarray(sizes).tolist()):
-            out[axis] = int(size)
+        sizes = np.asarray(sizes_v).tolist() if sizes_v is not None else _static_out(ctx, axes, shape)
+        for axis, size in zip(axes, sizes):
+            out[axis] = int(size) if isinstance(size, (int, float)) else size
         for axis in axes:
+            if out[axis] == shape[axis] and not isinstance(out[axis], int):
+                continue  # a free-length axis taken as not resized (scale 1): see _static_out
             scales[axis] = float(f32(out[axis]) / f32(_static_dim(ctx, shape, axis)))
         if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
             raise GradientError(
@@ -145,14 +147,29 @@ def _static_dim(ctx: RuleContext, shape: tuple, axis: int) -> int:
     return shape[axis]
 
 
-def _static_out(ctx: RuleContext, axes: list[int]) -> list[int]:
+def _static_out(ctx: RuleContext, axes: list[int], in_shape: tuple) -> list:
+    """Output lengths of a Resize whose sizes are computed at run time, from its inferred shape.
+
+    An axis of free length in both input and output (the batch: torch's interpolate and
+    tf.image.resize pass ``Concat(Shape(X)[:2], size)``, and onnx names the output's batch
+    ``unk__0``) is taken as not resized, its length the input's; a resampling of a free-length
+    axis could not be differentiated anyway (its interpolation matrix must be static).
+    :func:`resize` checks that guess at run time.
+    """
     shape = ctx.shape(ctx.outputs[0])
-    if shape is None or not all(isinstance(shape[a], int) for a in axes):
-        raise GradientError(
-            f"node {ctx.node.name!r} (Resize): the sizes are computed at run time and the "
-            f"output shape is unknown; export the model with fixed sizes"
-        )
-    return [shape[a] for a in axes]
+    sizes = []
+    for a in axes:
+        dim = shape[a] if shape is not None else None
+        if isinstance(dim, int):
+            sizes.append(dim)
+        elif shape is not None and not isinstance(in_shape[a], int):
+            sizes.append(in_shape[a])
+        else:
+            raise GradientError(
+                f"node {ctx.node.name!r} (Resize): the sizes are computed at run time and the "
+                f"output shape is unknown; export the model with fixed sizes"
+            )
+    return sizes
 
 
 def resample_grad(ctx: RuleContext, plan: tuple, mode: str, ctm: str, nearest_mode: str) -> str:
@@ -259,6 +276,10 @@ def resize(ctx: RuleContext) -> list[str | None]:
     values = [ctx.value(name) if name else None for name in names]
     plan = _resize_plan(ctx, values[1], values[2], bool(names[3]), values[3], ctm)
     grad = resample_grad(ctx, plan, ctx.attr("mode", "nearest"), ctm, nearest_mode)
+    if any(not isinstance(d, int) for d in plan[1]) and names[3] and values[3] is None:
+        # free-length axes taken as not resized (_static_out): a Reshape to X's shape fails at
+        # run time (element counts differ) if one was
+        grad = ctx.e.op("Reshape", grad, ctx.e.op("Shape", ctx.inputs[0]))
     return [grad] + [None] * (len(ctx.inputs) - 1)
 
 
