@@ -193,11 +193,63 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """Shape inference on the model's skeleton, None when it raises."""
+    """Shape inference on the model's skeleton, None when it raises.
+
+    onnx's inference first. Its data propagation does not follow every shape-computing
+    subgraph that exporters write (torch's ``chunk``: Slice ends from Shape/Div; ``F.pad``:
+    pads from a ConstantOfShape/Reshape/Slice/Transpose/Cast chain; a channel shuffle's
+    Reshape at opset 13), and the dims after them come back unknown, which strided
+    gradient rules and receptive fields cannot work with. Then onnxruntime's symbolic
+    shape inference is tried, and kept when it leaves fewer dims unknown.
+    """
+    skeleton = _skeleton(model)
     try:
-        return onnx.shape_inference.infer_shapes(_skeleton(model), check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - inference errors come in many types; all mean "no shapes"
+        inferred = None
+    lost = _unknown_dims(inferred) if inferred is not None else None
+    if lost == 0:
+        return inferred
+    symbolic = _symbolic_inferred(skeleton)
+    if symbolic is not None and (lost is None or _unknown_dims(symbolic) < lost):
+        return symbolic
+    return inferred
+
+
+def _unknown_dims(model: onnx.ModelProto) -> int:
+    """Dims of intermediate and output tensors that inference could not name: no value and
+    no symbol, or a symbol onnx made up (``unk__3``), or no shape at all (counted as 1)."""
+    count = 0
+    for info in (*model.graph.value_info, *model.graph.output):
+        if info.type.WhichOneof("value") != "tensor_type":
+            continue
+        tensor = info.type.tensor_type
+        if not tensor.HasField("shape"):
+            count += 1
+            continue
+        count += sum(1 for d in tensor.shape.dim
+                     if not d.HasField("dim_value") and not d.dim_param or d.dim_param.startswith("unk__"))
+    return count
+
+
+def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
+    """onnxruntime's symbolic shape inference (it evaluates shape subgraphs with sympy),
+    quietly; None when it is unavailable or raises."""
+    import logging
+
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # sympy missing: onnx's shapes stand
         return None
+    log = logging.getLogger(SymbolicShapeInference.__module__)
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # it warns about every symbol it merges
+    try:
+        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True)
+    except Exception:  # noqa: BLE001 - as for onnx's inference: no shapes, not an error
+        return None
+    finally:
+        log.setLevel(level)
 
 
 def _apply_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:

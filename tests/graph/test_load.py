@@ -7,9 +7,10 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, vgg_like
+import onnxviz.graph.load as load_module
 from onnxviz.errors import ModelLoadError
 from onnxviz.graph.load import (
     MAX_IR_VERSION,
@@ -180,9 +181,45 @@ def test_infer_shapes_returns_the_model_when_inference_raises(monkeypatch):
         raise onnx.shape_inference.InferenceError("[ShapeInferenceError] simulated")
 
     model = conv_relu_pool()
+    expected = {k: v for k, v in tensor_shapes(infer_shapes(model)).items() if k in ("conv", "relu", "pool")}
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", boom)
+    shapes = tensor_shapes(infer_shapes(model))  # onnxruntime's symbolic inference stands in
+    assert {k: shapes[k] for k in expected} == expected and len(expected) == 3
+    monkeypatch.setattr(load_module, "_symbolic_inferred", lambda skeleton: None)
     assert infer_shapes(model) is model
     assert load_model(model).graph.node  # loading still works, without new shapes
+
+
+def _chunk_then_strided_conv() -> onnx.ModelProto:
+    """torch's ``x.chunk(2, dim=1)[0]`` (Slice ends = Shape(x)[1] / 2, as the classic exporter
+    writes it), then a 3x3 stride-2 Conv: onnx's data propagation stops at the Div."""
+    f, i = TensorProto.FLOAT, TensorProto.INT64
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["c"], axis=0),
+        helper.make_node("Div", ["c", "two"], ["half"]),
+        helper.make_node("Unsqueeze", ["half", "zero"], ["end"]),
+        helper.make_node("Slice", ["x", "zero", "end", "one1"], ["y"]),
+        helper.make_node("Conv", ["y", "w"], ["z"], strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        helper.make_tensor("one", i, [], [1]), helper.make_tensor("two", i, [], [2]),
+        helper.make_tensor("zero", i, [1], [0]), helper.make_tensor("one1", i, [1], [1]),
+        numpy_helper.from_array(np.ones((3, 2, 3, 3), np.float32), "w"),
+    ]
+    graph = helper.make_graph(nodes, "chunk", [helper.make_tensor_value_info("x", f, ["N", 4, 8, 8])],
+                              [helper.make_tensor_value_info("z", f, None)], initializer=inits)
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_infer_shapes_follows_shape_subgraphs_onnx_cannot():
+    model = _chunk_then_strided_conv()
+    plain = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    assert tensor_shapes(plain)["z"][2:] != (4, 4)  # the reason for the fallback
+    shapes = tensor_shapes(infer_shapes(model))
+    assert shapes["y"] == ("N", 2, 8, 8) and shapes["z"] == ("N", 3, 4, 4)
+    x = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)
+    assert ort_run(model, x)[0].shape == (2, 3, 4, 4)  # the shapes onnxruntime computes
 
 
 def test_infer_shapes_does_not_touch_its_argument():
