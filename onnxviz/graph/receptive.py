@@ -649,13 +649,15 @@ def _reduce(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) ->
 
 
 def _matmul(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) -> _Track | None:
-    """MatMul keeps the field when H and W are batch axes (1x1 conv in NHWC), else stops."""
+    """``A @ B`` with A spatial keeps the field unless H or W is A's last axis, the one summed
+    over: output row ``m`` reads row ``m`` of A only (a 1x1 conv in NHWC, a channels-last
+    Linear as in ConvNeXt), and batch axes are pointwise. Anything else stops."""
     rank = ctx.rank(node.output[0])
     aligned = _aligned(node, inputs, ctx)
-    if rank is None or len(aligned) != 1 or inputs[0] is None:
+    if rank is None or len(aligned) != 1 or inputs[0] is None or (ctx.rank(node.input[0]) or 0) < 2:
         return None
     track = aligned[0]
-    return track if all(x < rank - 2 for x in track.axes) else None
+    return track if all(x < rank - 1 for x in track.axes) else None
 
 
 def _shape_preserving(node: onnx.NodeProto, inputs: list[_Track | None], ctx: _Context) -> _Track | None:

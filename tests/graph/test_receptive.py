@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fixtures import gap_gemm, merged_stacks, nhwc_model, ort_run, stack, two_branch_concat, vgg_like
+from fixtures import GraphBuilder, gap_gemm, image, merged_stacks, nhwc_model, ort_run, stack, two_branch_concat, vgg_like
 from onnxviz.graph.receptive import ReceptiveField, receptive_fields
 
 SIZE = 32
@@ -229,6 +229,34 @@ def test_nhwc_input_through_transpose():
     field = check(model, layout="NHWC")
     assert field.size == (3 + 2, 5 + 2)  # H and W told apart through the Transpose
     assert field.jump == (4, 4)
+
+
+def _channels_last_linear(contract_width: bool = False):
+    """ConvNeXt's pointwise layer: conv 3x3 s2, permute to NHWC, MatMul by a (C, C') weight,
+    permute back, conv 3x3. With ``contract_width`` the MatMul sums over W instead."""
+    b = GraphBuilder(seed=0, positive=True)
+    x = b.node("Conv", ["x", b.weight("c0_w", [4, 1, 3, 3]), b.bias("c0_b", 4)], "c0",
+               kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    if contract_width:  # (N, 4, 16, 16) @ (16, 16): row h of each channel mixes all of W
+        y = b.node("MatMul", [x, b.weight("mm_w", [16, 16])], "mm")
+    else:
+        nhwc = b.node("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
+        y = b.node("Transpose", [b.node("MatMul", [nhwc, b.weight("mm_w", [4, 6])], "mm")], "back",
+                   perm=[0, 3, 1, 2])
+    out = b.node("Conv", [y, b.weight("c1_w", [2, 16 if contract_width else 6, 3, 3]), b.bias("c1_b", 2)],
+                 "c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    return b.model([image("x", channels=1, height=SIZE)], [out], 17)
+
+
+def test_channels_last_matmul_is_pointwise():
+    field = check(_channels_last_linear())
+    assert field == ReceptiveField(size=(7, 7), jump=(2, 2), start=(0.0, 0.0))
+    assert "mm" in receptive_fields(_channels_last_linear())
+
+
+def test_matmul_over_a_spatial_axis_stops():
+    fields = receptive_fields(_channels_last_linear(contract_width=True))
+    assert "c0" in fields and "mm" not in fields and "c1" not in fields
 
 
 def test_hand_computed_values():
