@@ -34,7 +34,11 @@ def inspect(model, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- text
 def _dim(d: Any) -> str:
-    return "?" if d is None else str(d)
+    """A size, a named free dim (``N``), or ``?``: unknown, a name onnx made up (``unk__3``),
+    or an expression from symbolic inference (``floor(H/2 - 1/2) + 1``; ``--json`` keeps it)."""
+    if d is None or (isinstance(d, str) and (not d.isidentifier() or d.startswith("unk__"))):
+        return "?"
+    return str(d)
 
 
 def format_shape(shape: Sequence[Any] | None) -> str:

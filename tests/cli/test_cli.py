@@ -369,3 +369,10 @@ def test_report_to_an_html_file(files, tmp_path):
     assert result.exit_code == 0, result.output
     assert Path(result.stdout.strip()) == out and out.is_file()
     assert "red.png" in out.read_text(encoding="utf-8")
+
+
+def test_inspect_shows_named_dims_and_hides_made_up_ones():
+    from onnxviz.cli.inspect import format_shape
+
+    assert format_shape(("N", 3, "unk__2", "floor(H/2 - 1/2) + 1", None, "W")) == "[N, 3, ?, ?, ?, W]"
+    assert format_shape(None) == "?"
