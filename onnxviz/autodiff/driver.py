@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
 from onnxviz.autodiff.emitter import Emitter
-from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, RuleContext
+from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, STRAIGHT_THROUGH, RuleContext
 from onnxviz.errors import GradientError, NoGradientRuleError
 from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
@@ -100,14 +100,16 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 def _active_tensors(
     graph: onnx.GraphProto, wrt: Sequence[str], dtypes: dict[str, int]
 ) -> set[str]:
-    """Float tensors that depend differentiably on any of ``wrt``."""
+    """Float tensors that depend differentiably on any of ``wrt`` (and the integer outputs
+    of straight-through ops)."""
     active = set(wrt)
     for node in graph.node:
         if node.op_type in NON_DIFFERENTIABLE:
             continue
         if any(name in active for name in node.input if name):
             for out in node.output:
-                if out and dtypes.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
+                if out and (dtypes.get(out, onnx.TensorProto.FLOAT) in FLOAT_TYPES
+                            or node.op_type in STRAIGHT_THROUGH):
                     active.add(out)
     return active
 
@@ -121,13 +123,40 @@ def _needed_tensors(graph: onnx.GraphProto, output: str) -> set[str]:
     return needed
 
 
+def _dead_ends(graph: onnx.GraphProto, active: set[str], needed: set[str]) -> list[onnx.NodeProto]:
+    """Nodes the output needs that read a differentiable tensor but pass no gradient on
+    (integer results, comparisons, ArgMax...), in graph order."""
+    return [
+        node for node in graph.node
+        if any(name in active for name in node.input if name)
+        and any(out in needed for out in node.output)
+        and not any(out in active for out in node.output)
+    ]
+
+
 def path_nodes(
     graph: onnx.GraphProto, output: str, wrt: Sequence[str], dtypes: dict[str, int]
 ) -> tuple[list[onnx.NodeProto], set[str]]:
-    """Nodes on a differentiable path from ``wrt`` to ``output``, in topological order."""
+    """Nodes on a differentiable path from ``wrt`` to ``output``, in topological order.
+
+    Raises:
+        GradientError: ``output`` depends on a ``wrt`` tensor only through ops that pass no
+            gradient (an integer-only path such as QLinearConv, ArgMax): its gradient would
+            be zero, which is never what was asked.
+    """
     active = _active_tensors(graph, wrt, dtypes)
     needed = _needed_tensors(graph, output)
     on_path = active & needed
+    cut = [name for name in wrt if name in needed and name != output
+           and output not in (active if len(wrt) == 1 else _active_tensors(graph, [name], dtypes))]
+    if cut:
+        ends = _dead_ends(graph, _active_tensors(graph, cut[:1], dtypes), needed)
+        where = ", ".join(f"{n.op_type} {n.name!r}" for n in ends[:3]) or "none found"
+        raise GradientError(
+            f"{output!r} depends on {cut[0]!r} only through ops that pass no gradient "
+            f"(integer tensors, comparisons; first: {where}); no gradient flows, so there is "
+            f"nothing to show: use a float model, or occlusion, which needs no gradients"
+        )
     nodes = [
         node
         for node in graph.node
@@ -141,10 +170,15 @@ def path_nodes(
 def blocking_ops(
     model: onnx.ModelProto, output: str | None = None, wrt: Sequence[str] | None = None
 ) -> list[tuple[str, str]]:
-    """(op type, node name) of every node on the path that has no gradient rule."""
+    """(op type, node name) of every node on the path that has no gradient rule; when no
+    differentiable path reaches ``output`` at all, the nodes where the paths end."""
     model = infer_shapes(upgrade_opset(model))
     output, wrt = _resolve_names(model, output, wrt)
-    nodes, _ = path_nodes(model.graph, output, wrt, tensor_dtypes(model))
+    graph, dtypes = model.graph, tensor_dtypes(model)
+    active = _active_tensors(graph, wrt, dtypes)
+    if output not in active:
+        return [(n.op_type, n.name) for n in _dead_ends(graph, active, _needed_tensors(graph, output))]
+    nodes, _ = path_nodes(graph, output, wrt, dtypes)
     return [(n.op_type, n.name) for n in nodes if not _has_rule(n)]
 
 

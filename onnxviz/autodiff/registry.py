@@ -28,6 +28,10 @@ NON_DIFFERENTIABLE: frozenset[str] = frozenset(
     }
 )
 
+#: Ops whose integer outputs still carry a gradient (the straight-through estimator of
+#: quantization, ``rules/quantize.py``); other integer tensors end a differentiable path.
+STRAIGHT_THROUGH: frozenset[str] = frozenset({"QuantizeLinear"})
+
 
 def register(*op_types: str):
     """Decorator adding a rule for one or more op types to :data:`RULES`."""

@@ -14,3 +14,4 @@ from onnxviz.autodiff.rules import conv  # noqa: F401
 from onnxviz.autodiff.rules import pool  # noqa: F401
 from onnxviz.autodiff.rules import resample  # noqa: F401
 from onnxviz.autodiff.rules import shape  # noqa: F401
+from onnxviz.autodiff.rules import quantize  # noqa: F401
