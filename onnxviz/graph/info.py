@@ -150,14 +150,17 @@ def opset_version(model: onnx.ModelProto) -> int:
 def parameter_count(model: onnx.ModelProto) -> int:
     """Number of learned parameters: elements of floating-point constants.
 
-    Counts float initializers, float Constant-node tensors and ConstantOfShape
-    weight placeholders (by their shape, when their shape input is a constant:
-    exporters that strip weights leave these).
+    Counts float initializers, the integer ones that a DequantizeLinear turns into
+    weights (int8 models), float Constant-node tensors and ConstantOfShape weight
+    placeholders (by their shape, when their shape input is a constant: exporters that
+    strip weights leave these).
 
     Args:
         model: not modified.
     """
-    total = sum(int(np.prod(init.dims)) for init in model.graph.initializer if init.data_type in FLOAT_TYPES)
+    quantized = {node.input[0] for node in model.graph.node if node.op_type == "DequantizeLinear"}
+    total = sum(int(np.prod(init.dims)) for init in model.graph.initializer
+                if init.data_type in FLOAT_TYPES or init.name in quantized)
     wanted = {node.input[0] for node in model.graph.node if node.op_type == "ConstantOfShape"}
     constants = constant_arrays(model, wanted)
     for node in model.graph.node:

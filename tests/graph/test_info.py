@@ -139,6 +139,20 @@ def test_parameter_count_constants_and_placeholders():
     assert parameter_count(make_model(graph)) == 4 + 2 + 4 * 3 * 3 * 3
 
 
+def test_parameter_count_int8_weights():
+    """A QDQ model's weights are int8 initializers read by DequantizeLinear; its per-channel
+    scales are float parameters too; zero points and other integers are not counted."""
+    inits = [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "wq"),
+             numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+             numpy_helper.from_array(np.array([1, 1], np.int64), "strides_unused")]
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+         helper.make_node("Conv", ["x", "w"], ["y"])],
+        "g", [image("x", 3, 8)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    assert parameter_count(make_model(graph)) == 4 * 3 * 3 * 3 + 4
+
+
 def test_parameter_count_vgg_like():
     model = vgg_like(channels=3, size=16, filters=4, hidden=16, classes=5)
     expected = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
