@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxviz.errors import ImageError, OnnxvizError
+from onnxviz.errors import GradientError, ImageError, OnnxvizError
 from onnxviz.graph._nodes import tensor_names
-from onnxviz.graph.info import InputSpec, image_input, labels, preprocessing_dict
+from onnxviz.graph.info import FLOAT_TYPES, InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
 from onnxviz.graph.rewrite import expose, fix_batch, fix_input_dims, fold_pads, require_known, share_padded
@@ -60,7 +60,8 @@ class Model:
         provider: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
         preprocessing: a :class:`Preprocessing`, a preset name ("torchvision", "caffe",
             "tf", "raw"), or None to read it from the model's metadata (falling back to
-            torchvision-style ImageNet normalisation at the model's input size).
+            torchvision-style ImageNet normalisation at the model's input size, or to "raw"
+            0..255 pixels for a model taking integer pixels).
         threads: intra-op threads for onnxruntime (None: its default).
         batch_size: largest batch sent to onnxruntime in one call.
     """
@@ -121,6 +122,24 @@ class Model:
     @property
     def ends_in_softmax(self) -> bool:
         return self.logit_name != self.output_names[0]
+
+    @cached_property
+    def gradient_input(self) -> str:
+        """The tensor input gradients are taken with respect to: the image input, or for a
+        model taking integer pixels (uint8 images, preprocessing inside the graph) the
+        float copy its Cast makes, which has the input's shape and layout."""
+        if self.input.dtype in FLOAT_TYPES:
+            return self.input.name
+        for node in self.proto.graph.node:
+            if (node.op_type == "Cast" and node.input[0] == self.input.name
+                    and next((a.i for a in node.attribute if a.name == "to"), None) in FLOAT_TYPES):
+                return node.output[0]
+        kind = onnx.TensorProto.DataType.Name(self.input.dtype).lower()
+        raise GradientError(
+            f"the image input {self.input.name!r} takes {kind} pixels and no Cast to float reads "
+            f"it, so there is no float copy of it to differentiate; methods without gradients "
+            f"(occlusion, Score-CAM, activations) still work"
+        )
 
     @property
     def providers(self) -> list[str]:
@@ -201,7 +220,13 @@ class Model:
                 f"expected a batch (N, ...) in the model's input layout, got one sample of shape "
                 f"{x.shape}: add a batch axis (x[None]) or use Model.preprocess"
             )
-        return {self.input.name: x.astype(np.float32, copy=False)}
+        x = x.astype(np.float32, copy=False)
+        if self.input.dtype not in FLOAT_TYPES:  # integer pixels: round and saturate, as a PNG would
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(self.input.dtype)
+            if np.issubdtype(dtype, np.integer):
+                limits = np.iinfo(dtype)
+                x = np.clip(np.rint(x), limits.min, limits.max).astype(dtype)
+        return {self.input.name: x}
 
     # ----------------------------------------------------------------- forward
     def run(self, x: np.ndarray, progress: bool | str = False) -> np.ndarray:
@@ -337,7 +362,7 @@ class Model:
             expose_names: forward tensors to return as well.
         """
         output = self.check_tensor(output or self.logit_name)
-        wrt = tuple(self.check_tensor(w) for w in (wrt or [self.input.name]))
+        wrt = tuple(self.check_tensor(w) for w in (wrt or [self.gradient_input]))
         exposed = tuple(self.check_tensor(n) for n in expose_names)
         feeds = self._feeds(x)
         size, base = self._sized(feeds[self.input.name].shape)
@@ -398,14 +423,18 @@ class Model:
         """
         targets = self.targets(x, target)
         seed = self.one_hot(x, targets)
-        name = wrt or self.input.name
+        name = wrt or self.gradient_input
         return self.vjp(x, seed, wrt=[name], mode=mode).gradients[name]
 
     def gradient_blockers(self) -> list[tuple[str, str]]:
         """(op type, node name) of ops without a gradient rule between input and logits."""
         from onnxviz.autodiff import blocking_ops
 
-        return blocking_ops(self.proto, self.logit_name, [self.input.name])
+        try:
+            start = self.gradient_input
+        except GradientError:  # integer pixels, no Cast: the integer ops reading them block
+            start = self.input.name
+        return blocking_ops(self.proto, self.logit_name, [start])
 
     # ----------------------------------------------------------------- images
     def _preprocessing(self, given: Preprocessing | str | None) -> Preprocessing:
@@ -421,7 +450,8 @@ class Model:
             stored = preprocessing_dict(self.proto)
             if stored is not None:
                 return Preprocessing.from_dict(stored)
-            base = PRESETS["torchvision"]
+            # integer pixels: the graph normalises them itself
+            base = PRESETS["torchvision" if self.input.dtype in FLOAT_TYPES else "raw"]
         size = (self.input.height, self.input.width)
         changes = {"layout": self.input.layout}
         if all(isinstance(d, int) and d > 0 for d in size):

@@ -29,7 +29,7 @@ def input_gradients(model: Model, x: np.ndarray, targets: np.ndarray, mode: str 
     """
     seed = model.one_hot(x, np.asarray(targets))
     result = model.vjp(x, seed, mode=mode, progress=progress)
-    return np.asarray(to_channel_first(model, result.gradients[model.input.name]), dtype=np.float32)
+    return np.asarray(to_channel_first(model, result.gradients[model.gradient_input]), dtype=np.float32)
 
 
 def noisy_copies(x: np.ndarray, n: int, noise: float, seed: int = 0) -> np.ndarray:
