@@ -234,7 +234,12 @@ def _unknown_dims(model: onnx.ModelProto) -> int:
 
 def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime's symbolic shape inference (it evaluates shape subgraphs with sympy),
-    quietly; None when it is unavailable or raises."""
+    quietly; None when it is unavailable or raises.
+
+    Without ``auto_merge``: merging would declare two free dims equal wherever an op
+    combines them (``A * B`` of shapes (A, 3) and (B, 3) becomes (A, 3)), which is false
+    when one of them is a broadcast 1, and gradient rules would then skip the reduction.
+    """
     import logging
 
     try:
@@ -245,7 +250,7 @@ def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
     level = log.level
     log.setLevel(logging.CRITICAL)  # it warns about every symbol it merges
     try:
-        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True)
+        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=False)
     except Exception:  # noqa: BLE001 - as for onnx's inference: no shapes, not an error
         return None
     finally:

@@ -254,3 +254,13 @@ def test_tensor_shapes_unknown_dims_are_none():
     shapes = tensor_shapes(make_model(graph))
     assert shapes["x"] == ("batch", None, 3)
     assert "y" not in shapes  # rank unknown
+
+
+def test_infer_shapes_never_equates_unrelated_free_dims():
+    """(A, 3) * (B, 3): A or B may be a broadcast 1, so the product's first dim is neither
+    symbol (onnxruntime's auto-merging inference would call it one of them)."""
+    d = TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Mul", ["a", "b"], ["y"])], "free",
+                              [helper.make_tensor_value_info("a", d, ["A", 3]), helper.make_tensor_value_info("b", d, ["B", 3])],
+                              [helper.make_tensor_value_info("y", d, None)])
+    assert tensor_shapes(infer_shapes(make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))["y"][0] not in ("A", "B")
