@@ -6,6 +6,7 @@ Rules only map upstream gradients to input gradients for one node; everything el
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,52 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
             node.attribute.extend([helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
                                    helper.make_attribute("nearest_mode", "floor")])
     return fix_ir_version(converted)
+
+
+def fuse_hard_swish(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.ModelProto:
+    """``Mul(x, HardSigmoid(x; 1/6, 1/2))`` as one HardSwish node (a copy; ``model`` itself
+    when there is none).
+
+    Exporters write Hardswish that way below opset 14 (torch) or always (some Keras
+    converters). Guided and deconvnet rules treat an activation as one unit, so without
+    this the same network gets different maps from two exports. The forward values are
+    the same expression. The model's opset is raised to 14 (HardSwish's) when below;
+    nothing in 13 -> 14 changes an inference graph. HardSigmoid outputs named in ``keep``
+    (or read by anything else) are left alone.
+    """
+    graph = model.graph
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output} | set(keep)
+    fused: dict[int, onnx.NodeProto] = {}  # index of the Mul -> its HardSwish
+    dropped: set[int] = set()
+    index = {id(node): i for i, node in enumerate(graph.node)}
+    for node in graph.node:
+        if node.op_type != "HardSigmoid" or node.output[0] in outputs:
+            continue
+        a = {attr.name: attr.f for attr in node.attribute}
+        if not (math.isclose(a.get("alpha", 0.2), 1 / 6, rel_tol=1e-6) and a.get("beta", 0.5) == 0.5):
+            continue
+        x, h = node.input[0], node.output[0]
+        users = readers.get(h, [])
+        if len(users) != 1 or users[0].op_type != "Mul" or sorted(users[0].input) != sorted([x, h]):
+            continue
+        mul = users[0]
+        fused[index[id(mul)]] = helper.make_node("HardSwish", [x], list(mul.output), name=mul.name)
+        dropped.add(index[id(node)])
+    if not fused:
+        return model
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    nodes = [fused.get(i, node) for i, node in enumerate(result.graph.node) if i not in dropped]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    for opset in result.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < 14:
+            opset.version = 14
+    return result
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -256,7 +303,10 @@ def gradient_model(
     """
     if mode not in MODES:
         raise GradientError(f"unknown gradient mode {mode!r}; choose one of {', '.join(MODES)}")
-    model = infer_shapes(upgrade_opset(model))
+    model = upgrade_opset(model)
+    if mode != "plain":
+        model = fuse_hard_swish(model, keep=[*(wrt or ()), *expose, *([output] if output else [])])
+    model = infer_shapes(model)
     output, wrt = _resolve_names(model, output, wrt)
     # Explicit zero Pads before convolutions (TF "same" padding) become Conv pads: the
     # Pad and its backward crop would otherwise run in full on the gradient path.

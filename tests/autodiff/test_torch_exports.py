@@ -449,12 +449,10 @@ def test_input_gradient_matches_torch_autograd(exported, name: str, opset: int) 
     assert_matches(ours, ref, NETS[name].smooth, f"{name} opset {opset} d logit / d input")
 
 
-# Guided backprop of the nets with ReLU-family units. mobilenetv3 at opset 13 is left out on
-# purpose: there Hardswish is exported as x * HardSigmoid(x), and onnxviz's guided rule sees a
-# HardSigmoid and a Mul, not one Hardswish, so its guided map differs from guided backprop
-# through torch's Hardswish by construction.
-@pytest.mark.parametrize("name, opset", [("mobilenetv3", 18), ("resnet", 17), ("keras", 17)],
-                         ids=["mobilenetv3-opset18", "resnet-opset17", "keras-opset17"])
+# Guided backprop of the nets with ReLU-family units. At opset 13 torch exports Hardswish as
+# x * HardSigmoid(x); the driver fuses the pair back into one HardSwish for guided rules.
+@pytest.mark.parametrize("name, opset", [("mobilenetv3", 13), ("mobilenetv3", 18), ("resnet", 17), ("keras", 17)],
+                         ids=["mobilenetv3-opset13", "mobilenetv3-opset18", "resnet-opset17", "keras-opset17"])
 def test_guided_matches_torch_hooks(exported, name: str, opset: int) -> None:
     e = exported(name, opset)
     targets = np.argmax(e.model.logits(e.x), axis=1)
@@ -463,6 +461,17 @@ def test_guided_matches_torch_hooks(exported, name: str, opset: int) -> None:
     plain, _, _ = torch_gradients(e.net64, e.x, targets)
     assert np.linalg.norm(ref - plain) > 0.1 * np.linalg.norm(plain), "guided equals plain: hooks inactive?"
     assert_matches(ours, ref, False, f"{name} opset {opset} guided")
+
+
+@pytest.mark.parametrize("mode", ["guided", "deconvnet"])
+def test_guided_maps_do_not_depend_on_how_hardswish_was_exported(exported, mode: str) -> None:
+    """The same weights exported at opsets 13 (x * HardSigmoid(x)) and 18 (HardSwish)."""
+    old, new = exported("mobilenetv3", 13), exported("mobilenetv3", 18)
+    assert "HardSwish" not in {n.op_type for n in old.proto.graph.node}
+    targets = np.argmax(new.model.logits(new.x), axis=1)
+    a = old.model.gradient(new.x, targets, mode=mode)
+    b = new.model.gradient(new.x, targets, mode=mode)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("name, opset", CASES, ids=IDS)

@@ -28,7 +28,9 @@ true one in every mode. Smooth ops (Sigmoid, Tanh, Gelu, ...) are the same in al
 Kinks follow torch: Relu'(0) = 0 (also LeakyRelu/PRelu/Elu take the negative side at 0),
 Clip passes the gradient only for ``min < x < max`` (torch's hardtanh/ReLU6 convention;
 ``torch.clamp`` would also pass it at ``x == min`` or ``x == max``), HardSigmoid only for
-``0 < y < 1``, and HardSwish uses ``x/3 + 1/2`` on (-3, 3), 0 at -3 and 1 at 3.
+``0 < y < 1``, and HardSwish uses ``x/3 + 1/2`` on (-3, 3), 0 at -3 and 1 at 3. A
+Hardswish exported as ``x * HardSigmoid(x)`` (torch below opset 14) is fused back into one
+HardSwish before guided and deconvnet rules run (``driver.fuse_hard_swish``).
 
 Masks of Relu, Clip, LeakyRelu (alpha >= 0), HardSigmoid, Elu, Selu and Celu are read
 from the op's output (``y > 0`` is ``x > 0``), so onnxruntime keeps fusing

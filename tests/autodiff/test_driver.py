@@ -1,0 +1,45 @@
+"""The driver's graph canonicalisation: Mul(x, HardSigmoid(x)) as one HardSwish."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from onnxviz.autodiff.driver import fuse_hard_swish
+from onnxviz.graph.load import make_model
+from tests.autodiff.harness import session
+
+
+def decomposed(alpha: float = 1 / 6, swap: bool = False, opset: int = 13) -> onnx.ModelProto:
+    """y = Relu(x * HardSigmoid(x; alpha, 1/2)), torch's opset-13 Hardswish."""
+    mul_inputs = ["h", "x"] if swap else ["x", "h"]
+    nodes = [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=alpha, beta=0.5, name="hs"),
+             helper.make_node("Mul", mul_inputs, ["m"], name="mul"),
+             helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 50])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 50])])
+    return make_model(graph, opset=opset)
+
+
+def ops(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def test_fused_into_one_hardswish_with_the_same_values() -> None:
+    x = np.linspace(-5, 5, 100, dtype=np.float32).reshape(2, 50)
+    for swap in (False, True):
+        model = decomposed(swap=swap)
+        fused = fuse_hard_swish(model)
+        assert ops(fused) == ["HardSwish", "Relu"] and fused.graph.node[0].output == ["m"]
+        assert fused.opset_import[0].version == 14 and model.opset_import[0].version == 13
+        onnx.checker.check_model(fused)
+        np.testing.assert_allclose(session(fused).run(None, {"x": x})[0], session(model).run(None, {"x": x})[0],
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_left_alone_when_not_hardswish_or_its_half_is_wanted() -> None:
+    other = decomposed(alpha=0.2)
+    assert fuse_hard_swish(other) is other
+    model = decomposed()
+    assert fuse_hard_swish(model, keep=["h"]) is model
