@@ -99,16 +99,15 @@ def fuse_hard_swish(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.Mo
     nothing in 13 -> 14 changes an inference graph. HardSigmoid outputs named in ``keep``
     (or read by anything else) are left alone.
     """
-    graph = model.graph
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
+    nodes = list(model.graph.node)
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
         for name in node.input:
-            readers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output} | set(keep)
+            readers.setdefault(name, []).append(i)
+    outputs = {o.name for o in model.graph.output} | set(keep)
     fused: dict[int, onnx.NodeProto] = {}  # index of the Mul -> its HardSwish
-    dropped: set[int] = set()
-    index = {id(node): i for i, node in enumerate(graph.node)}
-    for node in graph.node:
+    dropped: set[int] = set()  # indices of the HardSigmoids
+    for i, node in enumerate(nodes):
         if node.op_type != "HardSigmoid" or node.output[0] in outputs:
             continue
         a = {attr.name: attr.f for attr in node.attribute}
@@ -116,11 +115,11 @@ def fuse_hard_swish(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.Mo
             continue
         x, h = node.input[0], node.output[0]
         users = readers.get(h, [])
-        if len(users) != 1 or users[0].op_type != "Mul" or sorted(users[0].input) != sorted([x, h]):
+        mul = nodes[users[0]] if len(users) == 1 else None
+        if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, h]):
             continue
-        mul = users[0]
-        fused[index[id(mul)]] = helper.make_node("HardSwish", [x], list(mul.output), name=mul.name)
-        dropped.add(index[id(node)])
+        fused[users[0]] = helper.make_node("HardSwish", [x], list(mul.output), name=mul.name)
+        dropped.add(i)
     if not fused:
         return model
     result = onnx.ModelProto()
