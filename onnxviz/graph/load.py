@@ -248,9 +248,18 @@ def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
     log = logging.getLogger(SymbolicShapeInference.__module__)
     level = log.level
-    log.setLevel(logging.CRITICAL)  # it warns about every symbol it merges
+    log.setLevel(logging.CRITICAL)  # it warns about every symbol it cannot resolve
     try:
-        return SymbolicShapeInference.infer_shapes(skeleton, auto_merge=False)
+        # SymbolicShapeInference.infer_shapes, less its debugging dump: when inference does
+        # not finish it saves the model to sym_shape_infer_temp.onnx (and its weights to
+        # *.data files) in the working folder before raising.
+        inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+        inference._preprocess(skeleton)
+        complete = False
+        while inference.run_:
+            complete = inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_ if complete else None
     except Exception:  # noqa: BLE001 - as for onnx's inference: no shapes, not an error
         return None
     finally:

@@ -264,3 +264,17 @@ def test_infer_shapes_never_equates_unrelated_free_dims():
                               [helper.make_tensor_value_info("a", d, ["A", 3]), helper.make_tensor_value_info("b", d, ["B", 3])],
                               [helper.make_tensor_value_info("y", d, None)])
     assert tensor_shapes(infer_shapes(make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))["y"][0] not in ("A", "B")
+
+
+def test_infer_shapes_writes_no_files(monkeypatch, tmp_path):
+    """onnxruntime's symbolic inference, when it cannot finish (an op it does not know),
+    dumps the model into the working folder; onnxviz must not leave files behind."""
+    monkeypatch.chdir(tmp_path)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mystery", ["r"], ["m"], domain="com.example"),
+         helper.make_node("Relu", ["m"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    assert tensor_shapes(infer_shapes(model))["r"] == ("N", 2)
+    assert list(tmp_path.iterdir()) == []
