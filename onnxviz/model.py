@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from onnxviz.errors import GradientError, ImageError, OnnxvizError
-from onnxviz.graph._nodes import tensor_names
+from onnxviz.graph._nodes import attrs, tensor_names
 from onnxviz.graph.info import FLOAT_TYPES, InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
@@ -132,7 +132,7 @@ class Model:
             return self.input.name
         for node in self.proto.graph.node:
             if (node.op_type == "Cast" and node.input[0] == self.input.name
-                    and next((a.i for a in node.attribute if a.name == "to"), None) in FLOAT_TYPES):
+                    and attrs(node).get("to") in FLOAT_TYPES):
                 return node.output[0]
         kind = onnx.TensorProto.DataType.Name(self.input.dtype).lower()
         raise GradientError(

@@ -18,6 +18,7 @@ from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
 from onnxviz.autodiff.emitter import Emitter
 from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, STRAIGHT_THROUGH, RuleContext
 from onnxviz.errors import GradientError, NoGradientRuleError
+from onnxviz.graph._nodes import attrs
 from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
 from onnxviz.graph.rewrite import fold_pads, require_known
@@ -110,7 +111,7 @@ def fuse_hard_swish(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.Mo
     for i, node in enumerate(nodes):
         if node.op_type != "HardSigmoid" or node.output[0] in outputs:
             continue
-        a = {attr.name: attr.f for attr in node.attribute}
+        a = attrs(node)
         if not (math.isclose(a.get("alpha", 0.2), 1 / 6, rel_tol=1e-6) and a.get("beta", 0.5) == 0.5):
             continue
         x, h = node.input[0], node.output[0]
