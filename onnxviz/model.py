@@ -254,22 +254,27 @@ class Model:
         back as a view of that copy's interior (it is never computed on its own:
         :func:`~onnxviz.graph.rewrite.share_padded`).
         """
-        names = [self.check_tensor(n) for n in dict.fromkeys(names)]
+        names = list(dict.fromkeys(names))
+        if not self._tensor_names.issuperset(names):
+            for name in names:
+                self.check_tensor(name)
         feeds = self._feeds(x)
         size, base = self._sized(feeds[self.input.name].shape)
         key = ("expose", size, tuple(names))
-        exposed, views = self._cached(key, lambda: self._exposing(base, names))
+        exposed, computed, views = self._cached(key, lambda: self._exposing(base, names))
         proto = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name])
-        values = self._run(proto, feeds, [n for n in names if n not in views], progress)
-        for name, (padded, pads) in views.items():
-            values[name] = _interior(values[padded], pads)
+        values = self._run(proto, feeds, computed, progress)
+        for name, (padded, interior) in views.items():
+            values[name] = values[padded][interior]
         return {name: values[name] for name in names}
 
-    def _exposing(self, base: onnx.ModelProto, names: list[str]
-                  ) -> tuple[onnx.ModelProto, dict[str, tuple[str, list[int]]]]:
+    def _exposing(self, base: onnx.ModelProto, names: list[str]):
+        """(model exposing ``names``, the names it computes, {name: (padded copy, index of
+        its interior)} for the names read off a padded copy)."""
         shared, views = share_padded(base, names)
         computed = [n for n in names if n not in views]
-        return expose(fold_pads(shared, keep=computed, materialize=True), computed), views
+        exposed = expose(fold_pads(shared, keep=computed, materialize=True), computed)
+        return exposed, computed, {name: (padded, _interior(pads)) for name, (padded, pads) in views.items()}
 
     def predict(self, x: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """Top-k (class index, label, probability) per sample."""
@@ -469,8 +474,9 @@ class Model:
         return fit_image(load_image(image), self.preprocessing)
 
 
-def _interior(padded: np.ndarray, pads: Sequence[int]) -> np.ndarray:
-    """The unpadded view of ``padded`` (pads: spatial begins then ends, axes 2 on)."""
+def _interior(pads: Sequence[int]) -> tuple[slice, ...]:
+    """The index of the unpadded interior of a padded (N, C, *spatial) array
+    (pads: spatial begins then ends, axes 2 on)."""
     spatial = len(pads) // 2
-    crop = tuple(slice(b, padded.shape[2 + i] - e) for i, (b, e) in enumerate(zip(pads[:spatial], pads[spatial:])))
-    return padded[(slice(None), slice(None), *crop)]
+    return (slice(None), slice(None),
+            *(slice(b, -e if e else None) for b, e in zip(pads[:spatial], pads[spatial:])))

@@ -298,8 +298,8 @@ def test_fold_pads_materialize_recomputes_kept_pads_exactly():
 
 
 # --------------------------------------------------------------------------- share_padded
-def activated_pad(act="Clip", bounds=(0.0, 6.0), opset=17, extra_reader=False):
-    """x -> Conv -> c -> act -> a -> Pad (TF "same": bottom/right) -> p -> depthwise Conv -> y."""
+def activated_pad(act="Clip", bounds=(0.0, 6.0), opset=17, extra_reader=False, pads=(0, 0, 0, 0, 0, 0, 1, 1)):
+    """x -> Conv -> c -> act -> a -> Pad (default TF "same": bottom/right) -> p -> depthwise Conv -> y."""
     rng = np.random.default_rng(5)
     inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 1, 1)).astype(np.float32) * 3, "w"),
              numpy_helper.from_array(rng.standard_normal((16, 1, 3, 3)).astype(np.float32), "dw")]
@@ -310,7 +310,7 @@ def activated_pad(act="Clip", bounds=(0.0, 6.0), opset=17, extra_reader=False):
         activation = helper.make_node("Clip", ["c"], ["a"], min=bounds[0], max=bounds[1])
     else:
         activation = helper.make_node(act, ["c"], ["a"])
-    pads = [0, 0, 0, 0, 0, 0, 1, 1]
+    pads = list(pads)
     if opset >= 11:
         inits.append(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
         pad = helper.make_node("Pad", ["a", "pads"], ["p"])
@@ -374,10 +374,13 @@ def test_share_padded_keeps_an_activation_that_moves_zero(bounds):
     assert shared is model and views == {"a": ("p", [0, 0, 1, 1])}
 
 
-def test_model_activations_returns_the_view():
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0, 0, 0, 1, 1), (0, 0, 2, 1, 0, 0, 0, 3), (0, 0, 1, 1, 0, 0, 1, 1)])
+def test_model_activations_returns_the_view(pads):
+    """The unpadded tensor is the padded copy's interior, with padding at the start, the
+    end and both ends of an axis."""
     import onnxviz
 
-    model = activated_pad()
+    model = activated_pad(pads=pads)
     names = ["c", "a", "p", "y"]
     x = np.random.default_rng(2).standard_normal((3, 3, 10, 9)).astype(np.float32)
     acts = onnxviz.Model(model, provider="cpu").activations(x, names)
