@@ -248,7 +248,9 @@ class Model:
 
     def activations(self, x: np.ndarray, names: Sequence[str],
                     progress: bool | str = False) -> dict[str, np.ndarray]:
-        """Values of any intermediate tensors, from one run of a model exposing them.
+        """Values of any intermediate tensors, from one run of a model exposing them and
+        pruned to what they need (early tensors cost a fraction of a forward pass, and
+        tensors that do not depend on a model's other inputs need only the image).
 
         A tensor whose zero-padded copy is asked for too, and read by nothing else, comes
         back as a view of that copy's interior (it is never computed on its own:
@@ -273,7 +275,8 @@ class Model:
         its interior)} for the names read off a padded copy)."""
         shared, views = share_padded(base, names)
         computed = [n for n in names if n not in views]
-        exposed = expose(fold_pads(shared, keep=computed, materialize=True), computed)
+        exposed = expose(fold_pads(shared, keep=computed, materialize=True), computed, only=True,
+                         inputs=[self.input.name])
         return exposed, computed, {name: (padded, _interior(pads)) for name, (padded, pads) in views.items()}
 
     def predict(self, x: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:

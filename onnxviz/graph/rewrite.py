@@ -21,17 +21,22 @@ from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
 
 
-def expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+def expose(model: onnx.ModelProto, names: Sequence[str], only: bool = False,
+           inputs: Sequence[str] | None = None) -> onnx.ModelProto:
     """Add tensors to a model's outputs.
 
     Args:
         model: not modified.
         names: tensors to expose: node outputs, graph inputs or initializers.
+        only: make ``names`` the only outputs (the original ones go unless named) and
+            prune the graph to the nodes they need.
+        inputs: with ``only``, the graph inputs to keep even when nothing reads them
+            any more; other unread inputs are dropped (see :func:`prune`).
 
     Returns:
-        A new model, inputs untouched, whose outputs are the original ones
-        followed by ``names`` (each output once, in order), typed from shape
-        inference where known.
+        A new model, inputs untouched (unless ``only``), whose outputs are the
+        original ones followed by ``names`` (each output once, in order), or
+        ``names`` alone with ``only``, typed from shape inference where known.
 
     Raises:
         UnknownTensorError: a name is not a tensor of the model.
@@ -39,9 +44,16 @@ def expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     result = _inferred_copy(model)
     graph = result.graph
     require_known(graph, names)
-    outputs = {out.name for out in graph.output}
-    wanted = [name for name in dict.fromkeys(names) if name not in outputs]
+    names = list(dict.fromkeys(names))
     types = _Types(result)
+    if only:
+        kept = {out.name: out for out in graph.output}
+        del graph.output[:]
+        graph.output.extend(kept[name] if name in kept else types.value_info(name) for name in names)
+        _drop_value_info(graph, set(names))
+        return prune(result, inputs=inputs)
+    outputs = {out.name for out in graph.output}
+    wanted = [name for name in names if name not in outputs]
     graph.output.extend(types.value_info(name) for name in wanted)
     _drop_value_info(graph, set(wanted))
     return fix_ir_version(result)
@@ -60,25 +72,20 @@ def cut(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     Raises:
         UnknownTensorError: ``name`` is not a tensor of the model.
     """
-    result = _inferred_copy(model)
-    graph = result.graph
-    require_known(graph, [name])
-    info = _Types(result).value_info(name)
-    del graph.output[:]
-    graph.output.append(info)
-    _drop_value_info(graph, {name})
-    return prune(result)
+    return expose(model, [name], only=True)
 
 
-def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+def prune(model: onnx.ModelProto, inputs: Sequence[str] | None = None) -> onnx.ModelProto:
     """Drop nodes and initializers no output needs.
 
     Graph inputs stay (the model's interface does not change), except the
     input entries that only shadowed a dropped initializer (IR < 4 models list
-    every initializer as an input).
+    every initializer as an input), and, when ``inputs`` is given, the inputs
+    no kept node reads that are not in ``inputs``.
 
     Args:
         model: not modified.
+        inputs: graph inputs to keep even when nothing reads them (None: all).
 
     Returns:
         A new, pruned model.
@@ -95,7 +102,8 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     dropped_inits = {init.name for init in graph.initializer if init.name not in needed}
     _keep(graph.node, lambda index, node: keep[index])
     _keep(graph.initializer, lambda _, init: init.name not in dropped_inits)
-    _keep(graph.input, lambda _, info: info.name not in dropped_inits)
+    _keep(graph.input, lambda _, info: info.name not in dropped_inits
+          and (inputs is None or info.name in needed or info.name in inputs))
     produced = {name for node in graph.node for name in node.output}
     _keep(graph.value_info, lambda _, info: info.name in produced)
     return fix_ir_version(result)

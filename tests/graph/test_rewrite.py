@@ -8,15 +8,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from fixtures import conv_relu_pool, gap_gemm, ort_run, random_image, two_branch_concat, vgg_like
+from fixtures import GraphBuilder, conv_relu_pool, gap_gemm, image, ort_run, random_image, two_branch_concat, vgg_like
 from onnxviz.errors import UnknownTensorError
 from onnxviz.graph.load import MAX_IR_VERSION, make_model
 from onnxviz.graph.rewrite import cut, expose, fix_batch, fix_input_dims, fold_pads, prune, share_padded
 
 
-def reference(model: onnx.ModelProto, x: np.ndarray, names) -> list[np.ndarray]:
-    """Values of any tensors (intermediate ones too) from onnx's reference evaluator."""
-    return ReferenceEvaluator(model).run(list(names), {model.graph.input[0].name: x})
+def reference(model: onnx.ModelProto, x: np.ndarray | dict, names) -> list[np.ndarray]:
+    """Values of any tensors (intermediate ones too) from onnx's reference evaluator
+    (``x``: the first input's value, or all feeds by name)."""
+    feeds = x if isinstance(x, dict) else {model.graph.input[0].name: x}
+    return ReferenceEvaluator(model).run(list(names), feeds)
 
 
 def output_names(model: onnx.ModelProto) -> list[str]:
@@ -76,6 +78,30 @@ def test_expose_unknown_name_suggests_close_names():
 def test_expose_unknown_name_without_close_names():
     with pytest.raises(UnknownTensorError, match=r"no tensor named 'zzzzzzzz'; `onnxviz inspect`"):
         cut(gap_gemm(), "zzzzzzzz")
+
+
+def scaled_two_inputs():
+    """x -> Conv ``c`` -> Relu ``r``; ``y = r * t`` for a second input ``t`` (a temperature);
+    ``u`` is unread."""
+    b = GraphBuilder(3)
+    r = b.node("Relu", [b.node("Conv", ["x", b.weight("w", [4, 3, 3, 3])], "c", pads=[1] * 4)], "r")
+    b.node("Mul", [r, "t"], "y")
+    extra = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("t", "u")]
+    return b.model([image("x", 3, 8), *extra], ["y"])
+
+
+def test_expose_only_makes_the_names_the_outputs_and_prunes():
+    model = scaled_two_inputs()
+    only = expose(model, ["r", "c"], only=True, inputs=["x"])
+    assert_valid(only)
+    assert output_names(only) == ["r", "c"]
+    assert [i.name for i in only.graph.input] == ["x"]  # t and u are read by nothing kept
+    assert [n.op_type for n in only.graph.node] == ["Conv", "Relu"]
+    x = random_image(model, batch=2)
+    for value, expected in zip(ort_run(only, x), reference(model, {"x": x, "t": np.ones(1, np.float32), "u": np.ones(1, np.float32)}, ["r", "c"])):
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+    assert [i.name for i in expose(model, ["y"], only=True, inputs=["x"]).graph.input] == ["x", "t"]
+    assert [i.name for i in expose(model, ["r"], only=True).graph.input] == ["x", "t", "u"]  # by default all stay
 
 
 def test_cut_keeps_only_what_the_tensor_needs():

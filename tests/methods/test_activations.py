@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from fixtures import GraphBuilder, conv_relu_pool, image, nhwc_model
@@ -14,9 +15,9 @@ from onnxviz.methods import activation_maps, channel_map, tensor_layout
 from tests.methods.nets import as_model
 
 
-def _reference(proto, x, name):
+def _reference(proto, x, name, **other_inputs):
     """A tensor's value from onnx.reference (an independent interpreter)."""
-    return ReferenceEvaluator(proto).run([name], {"x": x})[0]
+    return ReferenceEvaluator(proto).run([name], {"x": x, **other_inputs})[0]
 
 
 def test_activation_maps_match_reference():
@@ -115,3 +116,27 @@ def test_every_tensor_of_the_shipped_model():
     for name in names:
         scale = max(float(np.abs(want[name]).max()), 1.0)
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+
+def test_activations_need_only_the_inputs_they_depend_on():
+    """A model with a second, non-image input (a temperature scaling the logits): tensors
+    before it need only the image; one after it names the missing input."""
+    import onnxviz
+    from onnxviz.errors import ImageError
+
+    b = GraphBuilder(4)
+    x = b.node("Conv", ["x", b.weight("w", [6, 3, 3, 3]), b.bias("b", 6)], "conv", kernel_shape=[3, 3], pads=[1] * 4)
+    x = b.node("Relu", [x], "relu")
+    x = b.node("ReduceMean", [x, b.const("axes", np.array([2, 3], np.int64))], "mean", keepdims=0)
+    b.node("Div", [x, "temperature"], "scaled")
+    temperature = helper.make_tensor_value_info("temperature", TensorProto.FLOAT, [1])
+    proto = b.model([image("x", 3, 10), temperature], ["scaled"], opset=18)
+    model = onnxviz.Model(proto, provider="cpu")
+    x = np.random.default_rng(3).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    got = model.activations(x, ["relu", "conv"])
+    np.testing.assert_allclose(got["relu"], _reference(proto, x, "relu", temperature=np.ones(1, np.float32)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["conv"], _reference(proto, x, "conv", temperature=np.ones(1, np.float32)),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ImageError, match="no array given for model input.*'temperature'"):
+        model.activations(x, ["scaled"])
