@@ -20,7 +20,7 @@ from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, STRAIGHT_THROUG
 from onnxviz.errors import GradientError, NoGradientRuleError
 from onnxviz.graph._nodes import attrs
 from onnxviz.graph.info import FLOAT_TYPES
-from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
+from onnxviz.graph.load import fix_ir_version, infer_shapes, skeleton, tensor_dtypes, tensor_shapes, with_weights
 from onnxviz.graph.rewrite import fold_pads, require_known
 
 MODES = ("plain", "guided", "deconvnet")
@@ -72,8 +72,8 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         node.output[0] for node in model.graph.node
         if node.op_type == "Upsample" or (node.op_type == "Resize" and opset < 11)
     }
-    try:
-        converted = version_converter.convert_version(model, CONVERT_TO)
+    try:  # the converter serialises its input: give it the graph without the weights
+        converted = with_weights(version_converter.convert_version(skeleton(model), CONVERT_TO), model)
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise GradientError(
             f"could not convert the opset-{opset} model to opset {CONVERT_TO} "
@@ -369,7 +369,7 @@ def gradient_model(
             out_name, dtypes.get(name, onnx.TensorProto.FLOAT), _dims(shapes.get(name))))
     fix_ir_version(new)
     try:
-        onnx.checker.check_model(new)
+        onnx.checker.check_model(skeleton(new))  # the graph; the weights were checked on loading
     except onnx.checker.ValidationError as exc:  # a bug in a rule, not the user's fault
         raise GradientError(f"the backward graph failed the ONNX checker: {exc}") from exc
     return GradientGraph(new, output, seed, grad_outputs)

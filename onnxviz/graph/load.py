@@ -8,6 +8,7 @@ support read only up to about IR 10.
 from __future__ import annotations
 
 import os
+from collections.abc import MutableSequence
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -51,8 +52,9 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
         label = repr(path)
         model = _read(path)
     _require_graph(model, label)
+    by_path = isinstance(source, (str, os.PathLike)) and model.ir_version <= onnx.IR_VERSION
     fix_ir_version(model)
-    _check(model, label, source)
+    _check(model, label, source, by_path)
     inferred = _inferred(model)
     if inferred is not None:  # the model is our own copy: no need for infer_shapes' copy
         _apply_inferred(model, inferred)
@@ -109,11 +111,13 @@ def _require_graph(model: onnx.ModelProto, label: str) -> None:
         )
 
 
-def _check(model: onnx.ModelProto, label: str, source: object) -> None:
-    """Run onnx.checker, by path for models too large for one protobuf message."""
+def _check(model: onnx.ModelProto, label: str, source: object, by_path: bool) -> None:
+    """Run onnx.checker: by path when ``by_path`` (the file's IR version is one this onnx
+    knows: reading the file is faster than serialising the model, seconds for a VGG) or
+    when the model is too large for one protobuf message."""
     target: onnx.ModelProto | str = model
     # half the limit: a margin for the graph itself and for the size estimate
-    if _weight_bytes(model) > _PROTOBUF_LIMIT // 2 and isinstance(source, (str, os.PathLike)):
+    if by_path or (_weight_bytes(model) > _PROTOBUF_LIMIT // 2 and isinstance(source, (str, os.PathLike))):
         target = os.fspath(source)
     try:
         onnx.checker.check_model(target)
@@ -202,15 +206,15 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
     gradient rules and receptive fields cannot work with. Then onnxruntime's symbolic
     shape inference is tried, and kept when it leaves fewer dims unknown.
     """
-    skeleton = _skeleton(model)
+    bare = skeleton(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(bare, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - inference errors come in many types; all mean "no shapes"
         inferred = None
     lost = _unknown_dims(inferred) if inferred is not None else None
     if lost == 0:
         return inferred
-    symbolic = _symbolic_inferred(skeleton)
+    symbolic = _symbolic_inferred(bare)
     if symbolic is not None and (lost is None or _unknown_dims(symbolic) < lost):
         return symbolic
     return inferred
@@ -232,7 +236,7 @@ def _unknown_dims(model: onnx.ModelProto) -> int:
     return count
 
 
-def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
+def _symbolic_inferred(bare: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime's symbolic shape inference (it evaluates shape subgraphs with sympy),
     quietly; None when it is unavailable or raises.
 
@@ -254,7 +258,7 @@ def _symbolic_inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto | None:
         # not finish it saves the model to sym_shape_infer_temp.onnx (and its weights to
         # *.data files) in the working folder before raising.
         inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
-        inference._preprocess(skeleton)
+        inference._preprocess(bare)
         complete = False
         while inference.run_:
             complete = inference._infer_impl()
@@ -275,36 +279,66 @@ def _apply_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
     model.graph.output.extend(inferred.graph.output)
 
 
-# Initializers larger than this are hidden from shape inference (see _skeleton).
+# Initializers larger than this are hidden by skeleton().
 _SKELETON_MAX_ELEMENTS = 1024
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its large initializers turned into typed graph inputs.
 
-    Shape inference serialises the whole model, weights included (seconds for
-    a VGG); it needs only their shapes. Small initializers keep their values
-    because data propagation reads them (Reshape targets, pads, axes).
+    Shape inference, the checker and the version converter serialise the whole model,
+    weights included (seconds for a VGG); they need only the weights' types and shapes.
+    Small initializers keep their values because data propagation and the converter read
+    them (Reshape targets, pads, axes). :func:`with_weights` puts the weights back into a
+    model made from the skeleton.
     """
     graph = model.graph
-    skeleton = onnx.ModelProto()
-    skeleton.ir_version = max(model.ir_version, 4)  # initializers may then be absent from the inputs
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    sk_graph = skeleton.graph
-    sk_graph.name = graph.name
-    sk_graph.node.extend(graph.node)
-    sk_graph.output.extend(graph.output)
-    sk_graph.value_info.extend(graph.value_info)
-    sk_graph.sparse_initializer.extend(graph.sparse_initializer)
+    result = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(result, field.name, value)
+    result.ir_version = max(model.ir_version, 4)  # initializers may then be absent from the inputs
+    sk_graph = result.graph
+    for field, value in graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(sk_graph, field.name, value)
     declared = {info.name for info in graph.input}
-    sk_graph.input.extend(graph.input)
     for init in graph.initializer:
-        if int(_numel(init.dims)) <= _SKELETON_MAX_ELEMENTS:
+        if not _hidden(init):
             sk_graph.initializer.append(init)
         elif init.name not in declared:
             sk_graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    return skeleton
+    return result
+
+
+def with_weights(derived: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
+    """``derived`` (modified in place), made from ``skeleton(model)``, with the initializers
+    the skeleton hid back in place of the graph inputs that stood for them (those of them
+    that ``derived`` still declares)."""
+    graph = derived.graph
+    declared = {info.name for info in model.graph.input}
+    names = {info.name for info in graph.input}
+    hidden = [init for init in model.graph.initializer if _hidden(init) and init.name in names]
+    added = {init.name for init in hidden} - declared
+    kept = [info for info in graph.input if info.name not in added]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.initializer.extend(hidden)
+    return derived
+
+
+def _hidden(init: onnx.TensorProto) -> bool:
+    return _numel(init.dims) > _SKELETON_MAX_ELEMENTS
+
+
+def _copy_field(message, name: str, value) -> None:
+    """Set field ``name`` of a protobuf message to ``value`` (repeated fields extended)."""
+    if isinstance(value, MutableSequence):
+        getattr(message, name).extend(value)
+    elif hasattr(value, "CopyFrom"):
+        getattr(message, name).CopyFrom(value)
+    else:
+        setattr(message, name, value)
 
 
 def _numel(dims: object) -> int:

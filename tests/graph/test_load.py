@@ -18,8 +18,10 @@ from onnxviz.graph.load import (
     infer_shapes,
     load_model,
     make_model,
+    skeleton,
     tensor_dtypes,
     tensor_shapes,
+    with_weights,
 )
 
 
@@ -278,3 +280,51 @@ def test_infer_shapes_writes_no_files(monkeypatch, tmp_path):
     model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     assert tensor_shapes(infer_shapes(model))["r"] == ("N", 2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_newer_than_this_onnx_is_checked_in_memory(tmp_path):
+    """The checker reads a file by path only when it knows the file's IR version; a newer
+    one is checked after its IR version is lowered, as before."""
+    model = conv_relu_pool()
+    model.ir_version = onnx.IR_VERSION + 1
+    path = tmp_path / "new.onnx"
+    onnx.save(model, path)
+    loaded = load_model(path)
+    assert loaded.ir_version <= MAX_IR_VERSION
+    x = random_image(model)
+    np.testing.assert_array_equal(ort_run(loaded, x)[0], ort_run(conv_relu_pool(), x)[0])
+
+
+def test_skeleton_hides_large_weights_and_with_weights_puts_them_back():
+    model = gap_gemm(filters=32)
+    model.metadata_props.add(key="onnxviz.labels", value='["a", "b", "c", "d", "e"]')
+    sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    large = {name for name, size in sizes.items() if size > 1024}
+    assert large == {"conv2_w"} and len(sizes) > 1
+    bare = skeleton(model)
+    onnx.checker.check_model(bare)
+    assert {init.name for init in bare.graph.initializer} == set(sizes) - large
+    hidden = {info.name: info for info in bare.graph.input if info.name in large}
+    assert [d.dim_value for d in hidden["conv2_w"].type.tensor_type.shape.dim] == [32, 32, 3, 3]
+    assert bare.metadata_props == model.metadata_props and bare.opset_import == model.opset_import
+    restored = with_weights(bare, model)
+    assert [info.name for info in restored.graph.input] == ["x"]
+    onnx.checker.check_model(restored)
+    x = random_image(model)
+    np.testing.assert_array_equal(ort_run(restored, x)[0], ort_run(model, x)[0])
+    assert len(model.graph.initializer) == len(sizes)  # the argument is untouched
+
+
+def test_opset_upgrade_through_the_skeleton_matches_converting_everything():
+    from onnx import version_converter
+
+    from onnxviz.autodiff.driver import CONVERT_TO, upgrade_opset
+
+    model = gap_gemm(filters=32, opset=9)
+    fast = upgrade_opset(model)
+    whole = version_converter.convert_version(model, CONVERT_TO)
+    assert [n.op_type for n in fast.graph.node] == [n.op_type for n in whole.graph.node]
+    assert [i.name for i in fast.graph.input] == ["x"]
+    assert sorted(i.name for i in fast.graph.initializer) == sorted(i.name for i in whole.graph.initializer)
+    x = random_image(model)
+    np.testing.assert_array_equal(ort_run(fast, x)[0], ort_run(whole, x)[0])
