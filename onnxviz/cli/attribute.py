@@ -138,7 +138,8 @@ def _attribute(name, images, model, target, output, save_array, options, quiet=F
     results = explain(m, name, x, views, target, progress=not quiet and name, **given)
     for path, png, e in zip(paths, outputs, results):
         io.write_png(png, e.picture)
-        line = f"{path}: class {e.target} {e.label!r} p={e.probability:.3f} -> {png}"
+        label = f" {e.label!r}" if m.labels else ""  # unlabelled models: no made-up "class 3" name
+        line = f"{path}: class {e.target}{label} p={e.probability:.3f} -> {png}"
         if save_array:
             line += f", {io.write_npy(npy_path(png), e.raw)}"
         click.echo(line)

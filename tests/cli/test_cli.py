@@ -235,6 +235,20 @@ def test_quiet_attribution_prints_no_progress(files, tmp_path):
     assert "p=" in quiet.stdout
 
 
+def test_unlabelled_model_prints_the_class_index_alone(files, tmp_path):
+    import onnx
+
+    model = onnx.load(files["model"])
+    kept = [p for p in model.metadata_props if p.key != "onnxviz.labels"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    path = tmp_path / "unlabelled.onnx"
+    onnx.save(model, path)
+    result = run("saliency", files["red"], "-m", path, "--target", "4", "-o", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    assert ": class 4 p=" in result.stdout
+
+
 def test_saliency_matches_api_and_target_label(files, tiny, tmp_path):
     """The CLI's array is the library's, for the class named by its label."""
     import onnxviz
