@@ -219,8 +219,8 @@ def blocking_ops(
 ) -> list[tuple[str, str]]:
     """(op type, node name) of every node on the path that has no gradient rule; when no
     differentiable path reaches ``output`` at all, the nodes where the paths end."""
-    model = infer_shapes(upgrade_opset(model))
-    output, wrt = _resolve_names(model, output, wrt)
+    output, wrt = _resolve_names(model, output, wrt)  # before the skeleton makes weights inputs
+    model = infer_shapes(upgrade_opset(skeleton(model)))  # the graph is enough: no weights copied
     graph, dtypes = model.graph, tensor_dtypes(model)
     active = _active_tensors(graph, wrt, dtypes)
     if output not in active:
