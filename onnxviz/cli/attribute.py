@@ -63,7 +63,7 @@ COMMANDS: dict[str, CommandSpec] = {
     ),
     "guided": CommandSpec("Guided backpropagation (Springenberg et al. 2015)."),
     "deconvnet": CommandSpec("Deconvnet (Zeiler and Fergus 2014)."),
-    "cam": CommandSpec("Class activation map (Zhou et al. 2016); needs a GAP + FC head."),
+    "cam": CommandSpec("Class activation map (Zhou et al. 2016); needs global average pooling then at most one linear layer."),
     "gradcam": CommandSpec("Grad-CAM (Selvaraju et al. 2017).", (_CAM_LAYER,)),
     "gradcam++": CommandSpec("Grad-CAM++ (Chattopadhay et al. 2018).", (_CAM_LAYER,)),
     "scorecam": CommandSpec(

@@ -20,8 +20,9 @@ def constant_value(graph: onnx.GraphProto, name: str, constants: Constants | Non
                    depth: int = 4) -> np.ndarray | None:
     """The value of ``name`` if it is a constant, possibly through a few wrapper ops.
 
-    Follows Identity, Cast, Transpose and DequantizeLinear (what exporters put between a
-    stored weight and the op using it) up to ``depth`` ops deep.
+    Follows Identity, Cast, Transpose, Reshape to a constant shape and DequantizeLinear
+    (what exporters put between a stored weight and the op using it) up to ``depth`` ops
+    deep.
 
     Returns:
         The array, or None when ``name`` is computed from non-constant tensors.
@@ -44,6 +45,13 @@ def constant_value(graph: onnx.GraphProto, name: str, constants: Constants | Non
         return first.astype(onnx.helper.tensor_dtype_to_np_dtype(int(a["to"])))
     if node.op_type == "Transpose":
         return np.transpose(first, a.get("perm"))
+    if node.op_type == "Reshape" and len(node.input) > 1:
+        shape = constant_value(graph, node.input[1], constants, depth - 1)
+        if shape is None:
+            return None
+        keep_zero = int(a.get("allowzero", 0))  # else a 0 copies the input's dim
+        target = [first.shape[i] if d == 0 and not keep_zero else int(d) for i, d in enumerate(shape.reshape(-1))]
+        return first.reshape(target)
     if node.op_type == "DequantizeLinear":
         return _dequantize(graph, node, first, int(a.get("axis", 1)), constants, depth)
     return None

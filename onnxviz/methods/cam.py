@@ -103,10 +103,27 @@ def default_cam_layer(model: Model) -> str:
     return _path_to_logits(model)[0]
 
 
-def _global_average_layout(node: onnx.NodeProto, constants: Constants) -> str | None:
-    """"NCHW"/"NHWC" when ``node`` averages a rank-4 tensor over its spatial axes, else None."""
+def _global_average_layout(node: onnx.NodeProto, constants: Constants,
+                           spatial: tuple[int, int] | None = None) -> str | None:
+    """"NCHW"/"NHWC" when ``node`` averages a rank-4 tensor over its spatial axes, else None.
+
+    ``spatial``: the static (h, w) of the averaged tensor, when known: an AveragePool whose
+    first window covers that whole map is a global average too, if its padding (Caffe's
+    ceil-mode artefact) is left out of the mean. Caffe2 exports write ResNet's and
+    Inception's last pooling that way; a larger output would be a spatial map itself.
+    """
     if node.op_type == "GlobalAveragePool":
         return "NCHW"
+    if node.op_type == "AveragePool":
+        a = attrs(node)
+        kernel = [int(k) for k in a.get("kernel_shape", [])]
+        pads = [int(p) for p in a.get("pads", [0] * 2 * len(kernel))]
+        covers = spatial is not None and len(kernel) == 2 and all(
+            kernel[i] - pads[i] >= spatial[i] for i in range(2))
+        exact = not any(pads) or not int(a.get("count_include_pad", 0))
+        explicit = a.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
+        undilated = all(int(d) == 1 for d in a.get("dilations", [1, 1]))
+        return "NCHW" if covers and exact and explicit and undilated else None
     if node.op_type != "ReduceMean":
         return None
     a = attrs(node)
@@ -121,8 +138,16 @@ def _global_average_layout(node: onnx.NodeProto, constants: Constants) -> str | 
 
 def _linear(nodes: list[onnx.NodeProto], graph: onnx.GraphProto,
             constants: Constants) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(weight (classes, K), bias (classes,), nodes used) of a Gemm or MatMul(+Add) at nodes[0]."""
+    """(weight (classes, K), bias (classes,), nodes used) of a Gemm, a MatMul(+Add) or a 1x1
+    Conv on the pooled (N, K, 1, 1) tensor (Caffe2's DenseNet) at nodes[0]."""
     node = nodes[0]
+    if node.op_type == "Conv":
+        a = attrs(node)
+        w = constant_value(graph, node.input[1], constants)
+        if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or int(a.get("group", 1)) != 1 or any(a.get("pads", [])):
+            return None
+        b = constant_value(graph, node.input[2], constants) if len(node.input) > 2 and node.input[2] else None
+        return w[:, :, 0, 0], (np.zeros(w.shape[0]) if b is None else b.reshape(-1)), 1
     if node.op_type == "Gemm":
         a = attrs(node)
         b = constant_value(graph, node.input[1], constants)
@@ -157,9 +182,11 @@ def find_cam_head(model: Model) -> CamHead:
     """Find a CAM-ready head from the graph alone (once per model).
 
     Accepted: the last spatial feature map -> GlobalAveragePool (or ReduceMean over the
-    spatial axes, keepdims either) -> any Flatten/Reshape/Squeeze/Identity/Dropout ->
-    Gemm (transB 0 or 1) or MatMul (+ Add) with constant weights -> pass-through ops ->
-    the logits (:attr:`Model.logit_name`).
+    spatial axes, keepdims either, or an AveragePool whose first window covers the whole
+    static map, padding left out of the mean) -> any Flatten/Reshape/Squeeze/Identity/Dropout -> Gemm (transB 0
+    or 1), MatMul (+ Add) or 1x1 Conv with constant weights, or nothing when the pooled
+    map is the logits (SqueezeNet) -> pass-through ops -> the logits
+    (:attr:`Model.logit_name`).
 
     Raises:
         MethodError: the head is anything else; the message lists the ops found after
@@ -175,24 +202,35 @@ def _find_cam_head(model: Model) -> CamHead:
     features, after = _path_to_logits(model)
     graph = model.proto.graph
     constants = Constants(graph)
-    layout = _global_average_layout(after[0], constants) if after else None
+    layout = _global_average_layout(after[0], constants, _static_hw(model, features)) if after else None
     i = 1
     while layout and i < len(after) and after[i].op_type in PASS_THROUGH:
         i += 1
-    found = _linear(after[i:], graph, constants) if layout and i < len(after) else None
+    channels = _channels(model, features, layout) if layout else None
+    found = None
+    if layout and i < len(after):
+        found = _linear(after[i:], graph, constants)
+    elif layout and channels is not None:  # the pooled map is the logits (SqueezeNet): one channel per class
+        found = np.eye(channels), np.zeros(channels), 0
     if found is not None:
         weight, bias, used = found
         rest = after[i + used:]
-        channels = _channels(model, features, layout)
         if all(n.op_type in PASS_THROUGH for n in rest) and channels in (None, weight.shape[1]):
             return CamHead(features, after[0].name or after[0].output[0],
                            np.asarray(weight, np.float32), np.asarray(bias, np.float32), layout)
     ops = " -> ".join(n.op_type for n in after) or "nothing"
     raise MethodError(
-        f"CAM needs global average pooling followed by one linear layer (Gemm/MatMul) giving the "
-        f"logits; after the last spatial tensor {features!r} this model has {ops}: use Grad-CAM "
-        f"(`gradcam`), which works with any head"
+        f"CAM needs global average pooling followed by at most one linear layer (Gemm, MatMul or a "
+        f"1x1 Conv) giving the logits; after the last spatial tensor {features!r} this model has "
+        f"{ops}: use Grad-CAM (`gradcam`), which works with any head"
     )
+
+
+def _static_hw(model: Model, name: str) -> tuple[int, int] | None:
+    """Static (h, w) of an NCHW rank-4 tensor, None when unknown."""
+    shape = next((layer.shape for layer in model.layers if layer.name == name), ())
+    hw = tuple(shape[2:]) if len(shape) == 4 else ()
+    return hw if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
 
 
 def _channels(model: Model, name: str, layout: str) -> int | None:

@@ -65,12 +65,32 @@ def head_net(head: str, seed: int = 0):
         x = b.node("Transpose", [feat], "feat_nhwc", perm=[0, 2, 3, 1])
         x = b.node("ReduceMean", [x], "pool", axes=[1, 2], keepdims=0)
         out = b.node("Gemm", [x, b.weight("fc_w", [CLASSES, K]), b.bias("fc_b", CLASSES)], "logits", transB=1)
+    elif head == "whole_averagepool":  # Caffe2 ResNet/Inception: AveragePool over the whole map -> Dropout -> Reshape -> Gemm
+        x = b.node("AveragePool", [feat], "pool", kernel_shape=[SIZE, SIZE], strides=[1, 1])
+        x = b.node("Dropout", [x], "drop")
+        x = b.node("Reshape", [x, b.const("shape", np.array([-1, K], np.int64))], "flat")
+        # the weight stored as a 1x1 kernel and reshaped in the graph (0: keep the dim)
+        w = b.node("Reshape", [b.weight("fc_w", [CLASSES, K, 1, 1]), b.const("w_shape", np.array([0, -1], np.int64))], "fc_w2d")
+        out = b.node("Gemm", [x, w, b.bias("fc_b", CLASSES)], "logits", transB=1)
+    elif head == "padded_averagepool":  # Caffe2 Inception v1: a 7x7 window over 6x6, padded at the end
+        x = b.node("AveragePool", [feat], "pool", kernel_shape=[SIZE + 1, SIZE + 1], pads=[0, 0, 1, 1])
+        out = b.node("Gemm", [b.node("Flatten", [x], "flat"), b.weight("fc_w", [CLASSES, K]), b.bias("fc_b", CLASSES)],
+                     "logits", transB=1)
+    elif head == "conv1x1":  # Caffe2 DenseNet: GAP -> 1x1 Conv -> Flatten
+        x = b.node("GlobalAveragePool", [feat], "pool")
+        x = b.node("Conv", [x, b.weight("fc_w", [CLASSES, K, 1, 1]), b.bias("fc_b", CLASSES)], "fc")
+        out = b.node("Flatten", [x], "logits", axis=1)
+    elif head == "pooled_logits":  # SqueezeNet: the pooled map is the logits -> Reshape -> Softmax
+        x = b.node("GlobalAveragePool", [feat], "pool")
+        x = b.node("Reshape", [x, b.const("shape", np.array([-1, K], np.int64))], "logits")
+        out = b.node("Softmax", [x], "prob", axis=1)
     else:
         raise ValueError(head)
     return b.model([image("x", 3, SIZE)], [out], opset=opset, name=head)
 
 
-HEADS = ["gemm_transB0", "reducemean_keepdims", "matmul_add", "squeeze_dropout", "nhwc"]
+HEADS = ["gemm_transB0", "reducemean_keepdims", "matmul_add", "squeeze_dropout", "nhwc", "whole_averagepool",
+         "padded_averagepool", "conv1x1", "pooled_logits"]
 
 
 def test_weighted_sum_by_hand():
@@ -99,6 +119,11 @@ def test_find_cam_head_variants(head):
         np.testing.assert_allclose(found.bias, 2.0 * w["fc_b"], rtol=1e-6)
     elif head == "matmul_add":
         np.testing.assert_allclose(found.weight, w["fc_w"].T, rtol=1e-6)
+    elif head in ("conv1x1", "whole_averagepool"):
+        np.testing.assert_allclose(found.weight, w["fc_w"][:, :, 0, 0], rtol=1e-6)
+    elif head == "pooled_logits":
+        np.testing.assert_array_equal(found.weight, np.eye(K))
+        np.testing.assert_array_equal(found.bias, 0)
     else:
         np.testing.assert_allclose(found.weight, w["fc_w"], rtol=1e-6)
     x = np.random.default_rng(1).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
@@ -107,6 +132,23 @@ def test_find_cam_head_variants(head):
     assert maps.shape == (3, SIZE, SIZE)
     logits = model.logits(x)[np.arange(3), targets]
     np.testing.assert_allclose(maps.mean(axis=(1, 2)) + found.bias[targets], logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_shape=[SIZE - 1, SIZE - 1], strides=[2, 2]),
+                                  dict(kernel_shape=[SIZE, SIZE], pads=[1, 1, 0, 0], strides=[SIZE, SIZE]),
+                                  dict(kernel_shape=[SIZE + 1, SIZE + 1], pads=[0, 0, 1, 1], count_include_pad=1)])
+def test_averagepool_that_is_not_global_is_no_cam_head(pool):
+    """A 1x1 pooled map from a window that misses part of the map, or that counts its
+    padding in the mean, is not a global average: CAM says so instead of using the
+    wrong weights."""
+    b = GraphBuilder(0)
+    feat = b.node("Relu", [b.node("Conv", ["x", b.weight("conv_w", [K, 3, 3, 3])], "conv", pads=[1] * 4)], "feat")
+    x = b.node("AveragePool", [feat], "pool", **pool)
+    x = b.node("Flatten", [x], "flat", axis=1)
+    out = b.node("Gemm", [x, b.weight("fc_w", [CLASSES, K])], "logits", transB=1)
+    model = as_model(b.model([image("x", 3, SIZE)], [out]))
+    with pytest.raises(MethodError, match=r"this model has AveragePool -> Flatten -> Gemm: use Grad-CAM"):
+        find_cam_head(model)
 
 
 def test_cam_by_hand_and_grad_cam_identity():
@@ -222,3 +264,33 @@ def test_score_cam_upsampling_matches_torch_bilinear(vgg):
                                          align_corners=False)[0].numpy()
     low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(_upsampled_masks(maps, (16, 16)), (up - low) / (high - low), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,features", [("resnet50", "r171"), ("inception_v1", "r137"), ("densenet121", "r907"),
+                                           ("squeezenet", "r64")])
+def test_cam_heads_of_real_caffe2_exports(name, features):
+    """The onnx wheel's zoo models (random weights): ResNet-50's whole-map AveragePool,
+    Inception v1's padded one and its weight reshaped in the graph, DenseNet-121's 1x1
+    Conv classifier and SqueezeNet's pooled logits are all CAM heads: Zhou et al.'s
+    identity, mean of the map + bias = the logit, holds."""
+    import onnxviz
+    from zoo import load_zoo, zoo_input
+
+    proto = load_zoo(name)
+    model = onnxviz.Model(proto, provider="cpu")
+    (x,) = zoo_input(proto).values()
+    head = find_cam_head(model)
+    assert head.features == features
+    targets = np.array([7])
+    maps = cam(model, x, targets)
+    logit = model.logits(x)[0, 7]
+    np.testing.assert_allclose(maps.mean() + head.bias[7], logit, rtol=1e-3, atol=1e-4 * max(1.0, abs(logit)))
+
+
+def test_vgg_style_zoo_head_is_still_refused():
+    import onnxviz
+    from zoo import load_zoo
+
+    with pytest.raises(MethodError, match=r"this model has Reshape -> Gemm -> Relu -> Dropout -> Gemm"):
+        find_cam_head(onnxviz.Model(load_zoo("bvlc_alexnet"), provider="cpu"))
