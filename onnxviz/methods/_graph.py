@@ -50,8 +50,12 @@ def constant_value(graph: onnx.GraphProto, name: str, constants: Constants | Non
         if shape is None:
             return None
         keep_zero = int(a.get("allowzero", 0))  # else a 0 copies the input's dim
-        target = [first.shape[i] if d == 0 and not keep_zero else int(d) for i, d in enumerate(shape.reshape(-1))]
-        return first.reshape(target)
+        target = [first.shape[i] if d == 0 and not keep_zero and i < first.ndim else int(d)
+                  for i, d in enumerate(shape.reshape(-1))]
+        try:
+            return first.reshape(target)
+        except ValueError:  # not a valid reshape: leave it to onnxruntime to say so
+            return None
     if node.op_type == "DequantizeLinear":
         return _dequantize(graph, node, first, int(a.get("axis", 1)), constants, depth)
     return None

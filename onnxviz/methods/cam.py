@@ -183,10 +183,10 @@ def find_cam_head(model: Model) -> CamHead:
 
     Accepted: the last spatial feature map -> GlobalAveragePool (or ReduceMean over the
     spatial axes, keepdims either, or an AveragePool whose first window covers the whole
-    static map, padding left out of the mean) -> any Flatten/Reshape/Squeeze/Identity/Dropout -> Gemm (transB 0
-    or 1), MatMul (+ Add) or 1x1 Conv with constant weights, or nothing when the pooled
-    map is the logits (SqueezeNet) -> pass-through ops -> the logits
-    (:attr:`Model.logit_name`).
+    static map, padding left out of the mean) -> any Flatten/Reshape/Squeeze/Identity/
+    Dropout -> Gemm (transB 0 or 1), MatMul (+ Add) or 1x1 Conv with constant weights, or
+    nothing when the pooled map is the logits (SqueezeNet) -> pass-through ops -> the
+    logits (:attr:`Model.logit_name`).
 
     Raises:
         MethodError: the head is anything else; the message lists the ops found after
