@@ -293,15 +293,9 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     model made from the skeleton.
     """
     graph = model.graph
-    result = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(result, field.name, value)
+    result = without_initializers(model)
     result.ir_version = max(model.ir_version, 4)  # initializers may then be absent from the inputs
     sk_graph = result.graph
-    for field, value in graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(sk_graph, field.name, value)
     declared = {info.name for info in graph.input}
     for init in graph.initializer:
         if not _hidden(init):
@@ -325,6 +319,18 @@ def with_weights(derived: onnx.ModelProto, model: onnx.ModelProto) -> onnx.Model
     graph.input.extend(kept)
     graph.initializer.extend(hidden)
     return derived
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` without its graph's initializers (cheap: no weights are copied)."""
+    result = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(result, field.name, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(result.graph, field.name, value)
+    return result
 
 
 def _hidden(init: onnx.TensorProto) -> bool:

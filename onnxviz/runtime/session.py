@@ -2,23 +2,27 @@
 
 Every method rewrites the model for what it needs (exposed tensors, a backward
 graph) and may ask for the same rewrite again, so :func:`get_session` keeps the
-last few sessions keyed by a hash of the serialized model: the same model is
-never compiled twice. :class:`Session` checks feeds before onnxruntime sees them,
+last few sessions keyed by a hash of the serialized model and its weights: the
+same model is never compiled twice. Large weights go to onnxruntime as arrays
+beside the model bytes (:func:`pack`), not serialized into them. :class:`Session` checks feeds before onnxruntime sees them,
 so a wrongly sized image gets a message that says what to do instead of a C++
 shape error.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from onnxviz.errors import ImageError, ModelLoadError, OnnxvizError, UnknownTensorError
+from onnxviz.graph.load import without_initializers
 from onnxviz.runtime.progress import progress as progress_bar
 from onnxviz.runtime.providers import resolve_providers
 
@@ -54,7 +58,7 @@ class Session:
 
     Args:
         model: a ModelProto (IR version onnxruntime reads: see
-            ``graph.load.fix_ir_version``) or its serialized bytes.
+            ``graph.load.fix_ir_version``), its serialized bytes, or :func:`pack` of it.
         providers: onnxruntime provider names in order of preference (default:
             ``resolve_providers("auto")``).
         threads: intra-op threads (None: onnxruntime's default, one per core).
@@ -65,16 +69,18 @@ class Session:
 
     def __init__(
         self,
-        model: onnx.ModelProto | bytes,
+        model: onnx.ModelProto | bytes | Packed,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        data = model if isinstance(model, bytes) else _serialize(model)
+        packed = model if isinstance(model, Packed) else pack(model)
         providers = list(providers) if providers is not None else resolve_providers("auto")
+        options = session_options(threads)
+        if packed.names:  # copied into the session: the arrays may go once it is built
+            options.add_external_initializers(
+                packed.names, [ort.OrtValue.ortvalue_from_numpy(a) for a in packed.arrays])
         try:
-            self._session = ort.InferenceSession(
-                data, sess_options=session_options(threads), providers=providers
-            )
+            self._session = ort.InferenceSession(packed.data, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind classes
             raise ModelLoadError(
                 f"onnxruntime {ort.__version__} cannot load the model ({_first_line(exc)}); "
@@ -311,7 +317,7 @@ _cache_lock = threading.Lock()
 
 
 def get_session(model: onnx.ModelProto | bytes, provider: str = "auto", threads: int | None = None) -> Session:
-    """A session for ``model``, reused while the same model bytes are asked for again.
+    """A session for ``model``, reused while the same model is asked for again.
 
     Args:
         model: a ModelProto or its serialized bytes.
@@ -323,16 +329,14 @@ def get_session(model: onnx.ModelProto | bytes, provider: str = "auto", threads:
         providers and threads (the last :data:`CACHE_SIZE` are kept), else a new one.
     """
     providers = resolve_providers(provider)
-    data = model if isinstance(model, bytes) else _serialize(model)
-    # Python's 64-bit hash of the bytes: a cryptographic digest runs at 250 MB/s on a small
-    # machine (2 s per VGG), and the cache lives and dies with this process
-    key = (len(data), hash(data), tuple(providers), threads)
+    packed = pack(model)
+    key = (packed.key, tuple(providers), threads)
     with _cache_lock:  # held while building, so two threads never build the same model
         session = _cache.get(key)
         if session is not None:
             _cache.move_to_end(key)
             return session
-        session = Session(data, providers, threads)
+        session = Session(packed, providers, threads)
         _cache[key] = session
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
@@ -346,6 +350,72 @@ def clear_cache() -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+# Initializers with at least this many bytes of raw data travel to onnxruntime as arrays
+# beside the model bytes (SessionOptions.add_external_initializers) instead of inside them.
+EXTERNAL_MIN_BYTES = 16 * 1024
+
+# ONNX tensor types that go to onnxruntime as numpy arrays
+_NUMPY_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT8: np.int8, onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT16: np.int16,
+    onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT64: np.int64,
+}
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A model as it goes to onnxruntime: serialized bytes whose large initializers are
+    references to ``arrays`` (same order as ``names``), and a key that identifies it."""
+
+    data: bytes
+    names: list[str] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list, repr=False)
+    key: tuple = ()
+
+
+def pack(model: onnx.ModelProto | bytes | Packed) -> Packed:
+    """Serialize ``model`` for onnxruntime, its large weights left out of the bytes.
+
+    Serialising weights costs seconds on a VGG (protobuf writes about 200 MB/s here), and
+    onnxruntime parses them back; passed as arrays, they are copied once. The key is
+    Python's 64-bit hash of the bytes and of each weight: a cryptographic digest runs at
+    250 MB/s on a small machine, and the session cache lives and dies with this process.
+
+    Raises:
+        ModelLoadError: the graph itself is over protobuf's 2 GiB limit.
+    """
+    if isinstance(model, Packed):
+        return model
+    if isinstance(model, bytes):
+        return Packed(model, key=(len(model), hash(model)))
+    graph = model.graph
+    moved = [i for i, init in enumerate(graph.initializer)  # sized from dims: raw_data reads copy
+             if init.data_type in _NUMPY_TYPES and init.HasField("raw_data")
+             and init.data_location != onnx.TensorProto.EXTERNAL
+             and math.prod(init.dims) * np.dtype(_NUMPY_TYPES[init.data_type]).itemsize >= EXTERNAL_MIN_BYTES]
+    if not moved or not hasattr(ort.SessionOptions, "add_external_initializers"):
+        data = _serialize(model)
+        return Packed(data, key=(len(data), hash(data)))
+    bare = without_initializers(model)
+    moving = set(moved)
+    names, arrays, raw_keys = [], [], []
+    for index, init in enumerate(graph.initializer):
+        if index not in moving:
+            bare.graph.initializer.append(init)
+            continue
+        raw = init.raw_data
+        stub = bare.graph.initializer.add(name=init.name, data_type=init.data_type, dims=init.dims,
+                                          data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", "onnxviz-arrays"), ("offset", "0"), ("length", str(len(raw)))):
+            stub.external_data.add(key=key, value=value)
+        names.append(init.name)
+        arrays.append(np.frombuffer(raw, dtype=np.dtype(_NUMPY_TYPES[init.data_type]).newbyteorder("<"))
+                      .reshape(tuple(init.dims)))
+        raw_keys.append((init.name, hash(raw)))
+    data = _serialize(bare)
+    return Packed(data, names, arrays, key=(len(data), hash(data), tuple(raw_keys)))
+
+
 def _serialize(model: onnx.ModelProto) -> bytes:
     try:
         return model.SerializeToString()

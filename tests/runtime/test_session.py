@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from fixtures import FLOAT, GraphBuilder, add_layer, gap_gemm, image, ort_run
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxviz.errors import ImageError, ModelLoadError, OnnxvizError, UnknownTensorError
 from onnxviz.graph.load import make_model
@@ -138,6 +138,54 @@ def test_clear_cache_forgets_sessions():
     first = get_session(model, "cpu")
     clear_cache()
     assert get_session(model, "cpu") is not first
+
+
+def big_net(seed: int = 0) -> onnx.ModelProto:
+    """Conv 3 -> 64 -> Relu -> Conv 64 -> 32 (73 KB of weights) -> GAP -> Flatten -> Gemm."""
+    b = GraphBuilder(seed)
+    x, c = add_layer(b, "x", 3, ("Conv", {"kernel_shape": [3, 3], "pads": [1] * 4}), "conv1", 64)
+    x = b.node("Relu", [x], "relu1")
+    x, c = add_layer(b, x, c, ("Conv", {"kernel_shape": [3, 3], "pads": [1] * 4}), "conv2", 32)
+    x = b.node("GlobalAveragePool", [x], "gap")
+    x = b.node("Flatten", [x], "flat", axis=1)
+    x = b.node("Gemm", [x, b.weight("w", [5, 32]), b.bias("bias", 5)], "logits", transB=1)
+    return b.model([image("x", 3, 8)], [x], name="big_net")
+
+
+def test_large_weights_travel_beside_the_model_bytes():
+    """Initializers of 16 KB and more go to onnxruntime as arrays, not inside the bytes:
+    same outputs as the whole model's bytes, and the cache still tells weights apart."""
+    model = big_net()
+    packed = session_module.pack(model)
+    assert packed.names == ["conv2_w"]  # 64 * 32 * 9 floats; conv1_w (6.9 KB) stays inside
+    np.testing.assert_array_equal(packed.arrays[0], numpy_helper.to_array(model.graph.initializer[2]))
+    assert len(packed.data) < 16 * 1024 < len(model.SerializeToString())
+    x = batch_of(2)
+    whole = ort.InferenceSession(model.SerializeToString(), providers=[CPU]).run(None, {"x": x})[0]
+    session = get_session(model, "cpu")
+    np.testing.assert_array_equal(session.run({"x": x})["logits"], whole)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    assert get_session(copy, "cpu") is session
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    weight = numpy_helper.to_array(changed.graph.initializer[2]).copy()
+    weight[0, 0, 0, 0] += 1.0
+    changed.graph.initializer[2].CopyFrom(numpy_helper.from_array(weight, "conv2_w"))
+    other = get_session(changed, "cpu")
+    assert other is not session
+    assert not np.array_equal(other.run({"x": x})["logits"], whole)
+
+
+def test_weights_not_in_raw_data_stay_inside():
+    model = big_net()
+    init = model.graph.initializer[2]
+    values = numpy_helper.to_array(init).ravel().tolist()
+    init.ClearField("raw_data")
+    init.float_data.extend(values)
+    assert session_module.pack(model).names == []
+    x = batch_of(1)
+    np.testing.assert_allclose(get_session(model, "cpu").run({"x": x})["logits"], ort_run(big_net(), x)[0], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- batched runs
