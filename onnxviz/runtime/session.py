@@ -4,9 +4,9 @@ Every method rewrites the model for what it needs (exposed tensors, a backward
 graph) and may ask for the same rewrite again, so :func:`get_session` keeps the
 last few sessions keyed by a hash of the serialized model and its weights: the
 same model is never compiled twice. Large weights go to onnxruntime as arrays
-beside the model bytes (:func:`pack`), not serialized into them. :class:`Session` checks feeds before onnxruntime sees them,
-so a wrongly sized image gets a message that says what to do instead of a C++
-shape error.
+beside the model bytes (:func:`pack`), not serialized into them. :class:`Session`
+checks feeds before onnxruntime sees them, so a wrongly sized image gets a message
+that says what to do instead of a C++ shape error.
 """
 
 from __future__ import annotations
