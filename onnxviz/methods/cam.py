@@ -228,16 +228,21 @@ def _find_cam_head(model: Model) -> CamHead:
 
 def _static_hw(model: Model, name: str) -> tuple[int, int] | None:
     """Static (h, w) of an NCHW rank-4 tensor, None when unknown."""
-    shape = next((layer.shape for layer in model.layers if layer.name == name), ())
-    hw = tuple(shape[2:]) if len(shape) == 4 else ()
+    hw = _rank4_shape(model, name)[2:]
     return hw if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
 
 
 def _channels(model: Model, name: str, layout: str) -> int | None:
     """Static channel count of a rank-4 tensor in ``layout``, None when unknown."""
-    shape = next((layer.shape for layer in model.layers if layer.name == name), ())
-    dim = shape[1 if layout == "NCHW" else 3] if len(shape) == 4 else None
+    shape = _rank4_shape(model, name)
+    dim = shape[1 if layout == "NCHW" else 3] if shape else None
     return dim if isinstance(dim, int) else None
+
+
+def _rank4_shape(model: Model, name: str) -> tuple:
+    """The layer table's shape of ``name`` when it has rank 4, else ()."""
+    shape = next((layer.shape for layer in model.layers if layer.name == name), ())
+    return tuple(shape) if len(shape) == 4 else ()
 
 
 # --------------------------------------------------------------------------- weights
