@@ -84,8 +84,9 @@ class Model:
         self.preprocessing = self._preprocessing(preprocessing)
         # key -> rewritten model (and what goes with it), the most recent last (see _cached)
         self._rewritten: OrderedDict[tuple, object] = OrderedDict()
-        # Rewritten models with a fixed batch size, the most recent last (see _fixed).
-        self._fixed_batch: OrderedDict[tuple, onnx.ModelProto] = OrderedDict()
+        # Sessions of rewritten models with a fixed batch size, the most recent last (see
+        # _fixed); the fixed-batch copy itself goes once its session is built.
+        self._fixed_batch: OrderedDict[tuple, Session] = OrderedDict()
         # id(proto) -> (proto, session): get_session hashes the serialized model (~18 ms
         # for the shipped model), far more than a forward pass, so look it up once per proto.
         self._sessions: dict[int, tuple[onnx.ModelProto, Session]] = {}
@@ -175,7 +176,7 @@ class Model:
             while len(self._rewritten) > REWRITTEN_MODELS:
                 old, _ = self._rewritten.popitem(last=False)
                 for fixed in [k for k in self._fixed_batch if k[:-1] == old]:
-                    self._sessions.pop(id(self._fixed_batch.pop(fixed)), None)
+                    del self._fixed_batch[fixed]
         self._rewritten.move_to_end(key)
         return self._rewritten[key]
 
@@ -190,28 +191,29 @@ class Model:
         calls = -(-max(n, 1) // batch_size)
         return -(-max(n, 1) // calls)
 
-    def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str]) -> onnx.ModelProto:
-        """``proto`` with the batch axis of ``inputs`` fixed to :meth:`call_size` (n).
+    def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str]) -> Session:
+        """A session of ``proto`` with the batch axis of ``inputs`` fixed to
+        :meth:`call_size` (n).
 
         onnxruntime keeps far more of a static-shape graph in its blocked NCHWc layout
         (a gradient graph runs up to 1.5x faster), at the price of one session per call
-        size; the last :data:`FIXED_BATCH_MODELS` are kept, with their sessions.
+        size; the last :data:`FIXED_BATCH_MODELS` are kept. The fixed copy of the model
+        is not: its session holds what it needs.
         """
         key = (*key, self.call_size(n))
         hit = self._fixed_batch.get(key)
         if hit is None:
-            hit = self._fixed_batch[key] = fix_batch(proto, key[-1], inputs)
+            hit = self._fixed_batch[key] = get_session(
+                fix_batch(proto, key[-1], inputs), self.provider, self.threads)
             while len(self._fixed_batch) > FIXED_BATCH_MODELS:
-                _, old = self._fixed_batch.popitem(last=False)
-                self._sessions.pop(id(old), None)
+                self._fixed_batch.popitem(last=False)
         self._fixed_batch.move_to_end(key)
         return hit
 
-    def _run(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs,
+    def _run(self, model: onnx.ModelProto | Session, feeds: dict[str, np.ndarray], outputs,
              progress: bool | str = False) -> dict[str, np.ndarray]:
-        return self.session(proto).run_batched(
-            feeds, outputs=outputs, batch_size=self.batch_size, progress=progress
-        )
+        session = model if isinstance(model, Session) else self.session(model)
+        return session.run_batched(feeds, outputs=outputs, batch_size=self.batch_size, progress=progress)
 
     def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
         x = np.asarray(x)
@@ -264,8 +266,8 @@ class Model:
         size, base = self._sized(feeds[self.input.name].shape)
         key = ("expose", size, tuple(names))
         exposed, computed, views = self._cached(key, lambda: self._exposing(base, names))
-        proto = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name])
-        values = self._run(proto, feeds, computed, progress)
+        session = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name])
+        values = self._run(session, feeds, computed, progress)
         for name, (padded, interior) in views.items():
             values[name] = values[padded][interior]
         return {name: values[name] for name in names}
@@ -377,9 +379,9 @@ class Model:
         key = ("grad", size, output, wrt, mode, exposed)
         gg = self._gradient_graph(key, base, output, wrt, mode, exposed)
         feeds[gg.seed] = np.asarray(seed, dtype=np.float32)
-        proto = self._fixed(key, gg.model, len(feeds[self.input.name]), [self.input.name, gg.seed])
+        session = self._fixed(key, gg.model, len(feeds[self.input.name]), [self.input.name, gg.seed])
         names = [output, *[gg.gradients[w] for w in wrt], *exposed]
-        res = self._run(proto, feeds, list(dict.fromkeys(names)), progress)
+        res = self._run(session, feeds, list(dict.fromkeys(names)), progress)
         return VJP(
             output=res[output],
             gradients={w: res[gg.gradients[w]] for w in wrt},

@@ -365,7 +365,7 @@ def fix_batch(model: onnx.ModelProto, size: int, inputs: Sequence[str] | None = 
         inputs: the inputs to fix (default: every input whose axis 0 is not a number).
 
     Returns:
-        A new model.
+        A new model, or ``model`` itself when those inputs have no free batch dimension.
     """
     initializers = {init.name for init in model.graph.initializer}
     names = set(inputs) if inputs is not None else {i.name for i in model.graph.input if i.name not in initializers}
@@ -385,8 +385,13 @@ def fix_input_dims(model: onnx.ModelProto, dims: dict[str, Sequence[int | None]]
         dims: input name -> sizes per axis.
 
     Returns:
-        A new model.
+        A new model, or ``model`` itself when none of those dimensions is free (a copy
+        of a VGG's weights costs a second and half a gigabyte).
     """
+    if not any(size is not None and not (dim.HasField("dim_value") and dim.dim_value > 0)
+               for info in model.graph.input if info.type.tensor_type.HasField("shape")
+               for dim, size in zip(info.type.tensor_type.shape.dim, dims.get(info.name, ()))):
+        return model
     result = _copy(model)
     graph = result.graph
     symbols: dict[str, int] = {}

@@ -280,7 +280,8 @@ def test_fix_batch_fixes_the_symbolic_batch_everywhere():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         ort_run(fixed, x[:2])
-    assert fix_batch(fixed, 5).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3  # static stays
+    assert fix_batch(fixed, 5) is fixed  # a static batch stays, and nothing is copied
+    assert fix_batch(model, 3, inputs=[]) is model
 
 
 def test_fix_input_dims_fixes_free_dims_only():
@@ -299,6 +300,8 @@ def test_fix_input_dims_fixes_free_dims_only():
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)
     np.testing.assert_array_equal(ort_run(fixed, x)[0], np.maximum(x, 0))
     assert model.graph.input[0].type.tensor_type.shape.dim[2].dim_param == "H"  # the argument is left alone
+    assert fix_input_dims(fixed, {"x": [None, 7, 5, 6]}) is fixed  # nothing free: no copy
+    assert fix_input_dims(fixed, {"x": [4]}) is not fixed  # the batch is still free
 
 
 def shape_inferred(model):
