@@ -303,10 +303,11 @@ def gradient_model(
     """
     if mode not in MODES:
         raise GradientError(f"unknown gradient mode {mode!r}; choose one of {', '.join(MODES)}")
+    given = model
     model = upgrade_opset(model)
     if mode != "plain":
         model = fuse_hard_swish(model, keep=[*(wrt or ()), *expose, *([output] if output else [])])
-    model = infer_shapes(model)
+    model = infer_shapes(model, copy=model is given)  # the steps above copy only to change
     output, wrt = _resolve_names(model, output, wrt)
     # Explicit zero Pads before convolutions (TF "same" padding) become Conv pads: the
     # Pad and its backward crop would otherwise run in full on the gradient path.
@@ -348,8 +349,11 @@ def gradient_model(
         e.op("Identity", grad, outputs=[out_name])
         grad_outputs[name] = out_name
 
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
+    if model is given:  # nothing above copied it (each step copies only when it changes something)
+        new = onnx.ModelProto()
+        new.CopyFrom(model)
+    else:  # a copy of this call's own: a VGG's weights are not copied once more
+        new = model
     g = new.graph
     g.node.extend(e.nodes)
     g.initializer.extend(e.initializers)

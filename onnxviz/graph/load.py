@@ -176,24 +176,28 @@ def make_model(graph: onnx.GraphProto, opset: int = 17, **kw: object) -> onnx.Mo
     return fix_ir_version(onnx.helper.make_model(graph, **kw))
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, copy: bool = True) -> onnx.ModelProto:
     """Run ONNX shape inference (with data propagation), tolerating failures.
 
     Args:
-        model: not modified.
+        model: not modified, unless ``copy`` is False.
+        copy: False to write the shapes into ``model`` itself (a caller's own copy:
+            copying a VGG's weights once more costs most of a second).
 
     Returns:
-        A new model with inferred ``value_info``, or ``model`` itself unchanged
-        when inference raises (unknown custom ops, models over 2 GiB...):
-        shapes are a convenience, never a reason to refuse a model.
+        A new model with inferred ``value_info`` (``model`` itself without ``copy``),
+        or ``model`` itself unchanged when inference raises (unknown custom ops, models
+        over 2 GiB...): shapes are a convenience, never a reason to refuse a model.
     """
     inferred = _inferred(model)
     if inferred is None:
         return model
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    _apply_inferred(result, inferred)
-    return result
+    if copy:
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
+        model = result
+    _apply_inferred(model, inferred)
+    return model
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:

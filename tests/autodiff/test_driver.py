@@ -43,3 +43,22 @@ def test_left_alone_when_not_hardswish_or_its_half_is_wanted() -> None:
     assert fuse_hard_swish(other) is other
     model = decomposed()
     assert fuse_hard_swish(model, keep=["h"]) is model
+
+
+def test_gradient_model_leaves_its_argument_alone(monkeypatch) -> None:
+    """The backward graph is added to a copy: to the driver's own copy when a step made one
+    (shape inference does), to a new one when every step handed the argument back."""
+    import onnxviz.autodiff.driver as driver
+    from onnxviz.graph.load import infer_shapes
+
+    model = infer_shapes(decomposed())  # shapes already in: the steps below may give up
+    before = model.SerializeToString()
+    x = np.linspace(-5, 5, 100, dtype=np.float32).reshape(2, 50)
+    h = np.clip(x / 6 + 0.5, 0, 1)  # d/dx relu(x * hardsigmoid(x)), away from the kinks
+    want = np.where(x * h > 0, h + x * np.where((x > -3) & (x < 3), 1 / 6, 0), 0)
+    for inference in (infer_shapes, lambda m, copy=True: m):  # the second gives up: nothing copies
+        monkeypatch.setattr(driver, "infer_shapes", inference)
+        gg = driver.gradient_model(model, "y", ["x"])
+        assert model.SerializeToString() == before and gg.model is not model
+        out = session(gg.model).run([gg.gradients["x"]], {"x": x, gg.seed: np.ones((2, 50), np.float32)})[0]
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

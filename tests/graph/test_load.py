@@ -177,6 +177,15 @@ def test_infer_shapes_passes_unknown_ops_through():
     assert "m" not in tensor_shapes(result)
 
 
+def test_infer_shapes_in_place_writes_the_same_shapes_into_the_model():
+    model = conv_relu_pool()
+    del model.graph.value_info[:]
+    copied = infer_shapes(model)
+    assert copied is not model and not model.graph.value_info
+    assert infer_shapes(model, copy=False) is model
+    assert model.graph.value_info and tensor_shapes(model) == tensor_shapes(copied)
+
+
 def test_infer_shapes_returns_the_model_when_inference_raises(monkeypatch):
     # onnx raises for models over 2 GiB and on internal errors; simulate one
     def boom(*args, **kwargs):
