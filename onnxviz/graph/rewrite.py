@@ -134,7 +134,7 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
             tensors with a known channel count only).
 
     Returns:
-        A new model (the same nodes when nothing folds).
+        A new model, or ``model`` itself when nothing folds.
     """
     if not any(node.op_type == "Pad" for node in model.graph.node):
         return model  # no copy (half a second for a VGG) when there is nothing to fold
