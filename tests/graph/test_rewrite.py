@@ -261,10 +261,13 @@ def test_fold_pads_leaves_other_pads_alone(case):
     assert fold_pads(model) is model
 
 
-def test_fold_pads_hands_back_a_model_without_pads():
-    model = padded_convs()
-    folded = fold_pads(model)
-    assert "Pad" not in [n.op_type for n in folded.graph.node] and fold_pads(folded) is folded
+def test_fold_pads_hands_back_a_model_without_pads_uncopied(monkeypatch):
+    import onnxviz.graph.rewrite as rewrite
+
+    folded = fold_pads(padded_convs())
+    assert "Pad" not in [n.op_type for n in folded.graph.node]
+    monkeypatch.setattr(rewrite, "_copy", lambda model: pytest.fail("copied a model with no Pad"))
+    assert fold_pads(folded) is folded
 
 
 def test_fold_pads_keeps_named_tensors():
