@@ -390,29 +390,31 @@ def fix_input_dims(model: onnx.ModelProto, dims: dict[str, Sequence[int | None]]
         A new model, or ``model`` itself when none of those dimensions is free (a copy
         of a VGG's weights costs a second and half a gigabyte).
     """
-    if not any(size is not None and not (dim.HasField("dim_value") and dim.dim_value > 0)
-               for info in model.graph.input if info.type.tensor_type.HasField("shape")
-               for dim, size in zip(info.type.tensor_type.shape.dim, dims.get(info.name, ()))):
+    if next(_free_input_dims(model.graph, dims), None) is None:
         return model
     result = _copy(model)
     graph = result.graph
     symbols: dict[str, int] = {}
-    for info in graph.input:
-        sizes = dims.get(info.name)
-        if sizes is None or not info.type.tensor_type.HasField("shape"):
-            continue
-        for dim, size in zip(info.type.tensor_type.shape.dim, sizes):
-            if size is None or (dim.HasField("dim_value") and dim.dim_value > 0):
-                continue
-            if dim.dim_param:
-                symbols[dim.dim_param] = size
-            dim.dim_value = size
+    for dim, size in _free_input_dims(graph, dims):
+        if dim.dim_param:
+            symbols[dim.dim_param] = size
+        dim.dim_value = size
     if symbols:
         for info in [*graph.input, *graph.output, *graph.value_info]:
             for dim in info.type.tensor_type.shape.dim:
                 if dim.dim_param in symbols:
                     dim.dim_value = symbols[dim.dim_param]
     return fix_ir_version(result)
+
+
+def _free_input_dims(graph: onnx.GraphProto, dims: dict[str, Sequence[int | None]]):
+    """(dimension, size) for each free dimension of ``graph``'s inputs that ``dims`` sizes."""
+    for info in graph.input:
+        if not info.type.tensor_type.HasField("shape"):
+            continue
+        for dim, size in zip(info.type.tensor_type.shape.dim, dims.get(info.name, ())):
+            if size is not None and not (dim.HasField("dim_value") and dim.dim_value > 0):
+                yield dim, size
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
