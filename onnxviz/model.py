@@ -294,7 +294,8 @@ class Model:
         return f"class {index}"
 
     def class_index(self, target: int | str) -> int:
-        """A class index from an index, a numeric string, or a label (exact, then unique prefix)."""
+        """A class index from an index, a numeric string, or a label: the label itself, else
+        the one label that contains it (both ignoring case)."""
         if isinstance(target, (int, np.integer)):
             return int(target)
         text = str(target).strip()
@@ -311,12 +312,23 @@ class Model:
         matches = [i for i, lab in enumerate(lowered) if text.lower() in lab]
         if len(matches) == 1:
             return matches[0]
+        if matches:
+            more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+            raise OnnxvizError(
+                f"class {text!r} matches {len(matches)} labels: {self._listed(matches[:5])}{more}; "
+                f"give the whole label or the class index"
+            )
         import difflib
 
-        close = difflib.get_close_matches(text.lower(), lowered, n=3)
-        some = [self.labels[i] for i in matches[:5]] or [self.labels[lowered.index(c)] for c in close]
-        hint = f"; candidates: {', '.join(map(repr, some))}" if some else ""
-        raise OnnxvizError(f"no single class matches {text!r}{hint}")
+        close = [lowered.index(c) for c in difflib.get_close_matches(text.lower(), lowered, n=3)]
+        hint = f"; close: {self._listed(close)}" if close else ""
+        raise OnnxvizError(
+            f"no class label contains {text!r}{hint}; give a class index or a label "
+            f"(`onnxviz inspect --json` lists them under \"labels\")"
+        )
+
+    def _listed(self, indices: Sequence[int]) -> str:
+        return ", ".join(f"{self.labels[i]!r} ({i})" for i in indices)
 
     def targets(self, x: np.ndarray, target: Target) -> np.ndarray:
         """One class index per sample: None means each sample's top-1 class."""

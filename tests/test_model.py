@@ -1,0 +1,54 @@
+"""Model.class_index: how a class named on the command line (--target) becomes an index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import onnxviz
+from onnxviz.errors import OnnxvizError
+from tests.fixtures import gap_gemm
+
+LABELS = ["tabby cat", "tiger cat", "Tabby", "oystercatcher", "espresso", "espresso maker"]
+
+
+@pytest.fixture(scope="module")
+def model() -> onnxviz.Model:
+    proto = gap_gemm(classes=len(LABELS))
+    proto.metadata_props.add(key="onnxviz.labels", value=json.dumps(LABELS))
+    return onnxviz.Model(proto, provider="cpu")
+
+
+@pytest.mark.parametrize("target, index", [
+    (3, 3), ("4", 4), (" 5 ", 5),        # indices, as numbers or text
+    ("espresso", 4),                      # the label itself wins over the labels containing it
+    ("TABBY", 2),                         # exact, ignoring case, though two other labels contain it
+    ("oyster", 3), ("Maker", 5),          # the one label that contains the text
+])
+def test_targets_resolve(model, target, index):
+    assert model.class_index(target) == index
+
+
+def test_text_in_several_labels_lists_them(model):
+    with pytest.raises(OnnxvizError) as caught:
+        model.class_index("cat")
+    message = str(caught.value)
+    assert "matches 3 labels" in message
+    assert "'tabby cat' (0)" in message and "'oystercatcher' (3)" in message
+    assert "give the whole label or the class index" in message
+
+
+def test_text_in_no_label_suggests_close_ones(model):
+    with pytest.raises(OnnxvizError) as caught:
+        model.class_index("tabbby cat")
+    message = str(caught.value)
+    assert "no class label contains 'tabbby cat'" in message
+    assert "close: 'tabby cat' (0)" in message
+    assert "onnxviz inspect --json" in message
+
+
+def test_names_need_labels():
+    with pytest.raises(OnnxvizError, match="no class labels"):
+        onnxviz.Model(gap_gemm(), provider="cpu").class_index("cat")
+    assert onnxviz.Model(gap_gemm(), provider="cpu").class_index("2") == 2
