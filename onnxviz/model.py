@@ -295,7 +295,7 @@ class Model:
 
     def class_index(self, target: int | str) -> int:
         """A class index from an index, a numeric string, or a label: the label itself, else
-        the one label that contains it (both ignoring case)."""
+        the one label equal to it ignoring case, else the one label that contains it."""
         if isinstance(target, (int, np.integer)):
             return int(target)
         text = str(target).strip()
@@ -306,17 +306,18 @@ class Model:
                 f"class {text!r} given by name but the model has no class labels in its "
                 f"metadata; give a class index instead"
             )
+        if text in self.labels:
+            return self.labels.index(text)
         lowered = [lab.lower() for lab in self.labels]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-        matches = [i for i, lab in enumerate(lowered) if text.lower() in lab]
+        matches = [i for i, lab in enumerate(lowered) if lab == text.lower()]  # ImageNet: Cardigan, cardigan
+        matches = matches or [i for i, lab in enumerate(lowered) if text.lower() in lab]
         if len(matches) == 1:
             return matches[0]
         if matches:
             more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
             raise OnnxvizError(
                 f"class {text!r} matches {len(matches)} labels: {self._listed(matches[:5])}{more}; "
-                f"give the whole label or the class index"
+                f"give one label exactly as written or its class index"
             )
         import difflib
 

@@ -10,7 +10,8 @@ import onnxviz
 from onnxviz.errors import OnnxvizError
 from tests.fixtures import gap_gemm
 
-LABELS = ["tabby cat", "tiger cat", "Tabby", "oystercatcher", "espresso", "espresso maker"]
+LABELS = ["tabby cat", "tiger cat", "Tabby", "oystercatcher", "espresso", "espresso maker", "Cardigan",
+          "cardigan"]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def model() -> onnxviz.Model:
     ("espresso", 4),                      # the label itself wins over the labels containing it
     ("TABBY", 2),                         # exact, ignoring case, though two other labels contain it
     ("oyster", 3), ("Maker", 5),          # the one label that contains the text
+    ("Cardigan", 6), ("cardigan", 7),     # ImageNet's corgi and sweater differ only in case
 ])
 def test_targets_resolve(model, target, index):
     assert model.class_index(target) == index
@@ -36,7 +38,12 @@ def test_text_in_several_labels_lists_them(model):
     message = str(caught.value)
     assert "matches 3 labels" in message
     assert "'tabby cat' (0)" in message and "'oystercatcher' (3)" in message
-    assert "give the whole label or the class index" in message
+    assert "give one label exactly as written or its class index" in message
+
+
+def test_labels_equal_but_for_case_are_ambiguous(model):
+    with pytest.raises(OnnxvizError, match=r"matches 2 labels: 'Cardigan' \(6\), 'cardigan' \(7\)"):
+        model.class_index("CARDIGAN")
 
 
 def test_text_in_no_label_suggests_close_ones(model):
