@@ -191,9 +191,11 @@ class Model:
         calls = -(-max(n, 1) // batch_size)
         return -(-max(n, 1) // calls)
 
-    def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str]) -> Session:
+    def _fixed(self, key: tuple, proto: onnx.ModelProto, n: int, inputs: Sequence[str],
+               order: str = "default") -> Session:
         """A session of ``proto`` with the batch axis of ``inputs`` fixed to
-        :meth:`call_size` (n).
+        :meth:`call_size` (n), running its nodes in ``order`` (see
+        :func:`~onnxviz.runtime.session.session_options`).
 
         onnxruntime keeps far more of a static-shape graph in its blocked NCHWc layout
         (a gradient graph runs up to 1.5x faster), at the price of one session per call
@@ -204,7 +206,7 @@ class Model:
         hit = self._fixed_batch.get(key)
         if hit is None:
             hit = self._fixed_batch[key] = get_session(
-                fix_batch(proto, key[-1], inputs), self.provider, self.threads)
+                fix_batch(proto, key[-1], inputs), self.provider, self.threads, order)
             while len(self._fixed_batch) > FIXED_BATCH_MODELS:
                 self._fixed_batch.popitem(last=False)
         self._fixed_batch.move_to_end(key)
@@ -266,7 +268,7 @@ class Model:
         size, base = self._sized(feeds[self.input.name].shape)
         key = ("expose", size, tuple(names))
         exposed, computed, views = self._cached(key, lambda: self._exposing(base, names))
-        session = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name])
+        session = self._fixed(key, exposed, len(feeds[self.input.name]), [self.input.name], "priority")
         values = self._run(session, feeds, computed, progress)
         for name, (padded, interior) in views.items():
             values[name] = values[padded][interior]

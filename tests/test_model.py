@@ -1,9 +1,12 @@
-"""Model.class_index: how a class named on the command line (--target) becomes an index."""
+"""Model: how a class named on the command line (--target) becomes an index; which sessions
+run in which order."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 import onnxviz
@@ -59,3 +62,14 @@ def test_names_need_labels():
     with pytest.raises(OnnxvizError, match="no class labels"):
         onnxviz.Model(gap_gemm(), provider="cpu").class_index("cat")
     assert onnxviz.Model(gap_gemm(), provider="cpu").class_index("2") == 2
+
+
+def test_activations_run_in_priority_order_and_the_rest_in_the_default(model):
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    model.activations(x, ["relu1", "relu2"])
+    model.gradient(x, target=0)
+    orders = {key[0]: session._session.get_session_options().execution_order
+              for key, session in model._fixed_batch.items()}
+    assert orders == {"expose": ort.ExecutionOrder.PRIORITY_BASED, "grad": ort.ExecutionOrder.DEFAULT}
+    forward = model.session(model.proto)._session.get_session_options()
+    assert forward.execution_order == ort.ExecutionOrder.DEFAULT

@@ -62,6 +62,7 @@ class Session:
         providers: onnxruntime provider names in order of preference (default:
             ``resolve_providers("auto")``).
         threads: intra-op threads (None: onnxruntime's default, one per core).
+        order: the order onnxruntime runs the nodes in (see :func:`session_options`).
 
     Raises:
         ModelLoadError: onnxruntime cannot load the model.
@@ -72,10 +73,11 @@ class Session:
         model: onnx.ModelProto | bytes | Packed,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        order: str = "default",
     ) -> None:
         packed = model if isinstance(model, Packed) else pack(model)
         providers = list(providers) if providers is not None else resolve_providers("auto")
-        options = session_options(threads)
+        options = session_options(threads, order)
         if packed.names:  # copied into the session: the arrays may go once it is built
             options.add_external_initializers(
                 packed.names, [ort.OrtValue.ortvalue_from_numpy(a) for a in packed.arrays])
@@ -291,18 +293,31 @@ def check_batch_size(batch_size: object) -> int:
 
 
 # --------------------------------------------------------------------------- options and cache
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+#: ``order`` values of :func:`session_options`
+EXECUTION_ORDERS = {"default": ort.ExecutionOrder.DEFAULT, "priority": ort.ExecutionOrder.PRIORITY_BASED}
+
+
+def session_options(threads: int | None = None, order: str = "default") -> ort.SessionOptions:
     """Quiet logging, all graph optimisations, ``threads`` intra-op threads, one inter-op,
-    no spinning.
+    no spinning, nodes run in ``order``.
 
     onnxruntime's worker threads spin for a while after each run by default. A method
     here runs several sessions back to back (the forward model for the top class, then
     the gradient model), and the first session's spinning threads then take the cores
     from the second: with 2 cores that made the second run up to 1.5x slower.
+
+    ``order="priority"`` suits a model whose outputs are many intermediate tensors: in
+    the default order onnxruntime copies them out of its blocked layout only after the
+    last layer, from memory, and in priority order each right after its producer, from
+    cache (6-9% faster for every tensor of the shipped model at batch 1, the same at 16;
+    an input gradient runs 5% slower in it).
     """
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise OnnxvizError(f"threads must be a positive integer or None, got {threads!r}")
+    if order not in EXECUTION_ORDERS:
+        raise OnnxvizError(f"order must be one of {sorted(EXECUTION_ORDERS)}, got {order!r}")
     options = ort.SessionOptions()
+    options.execution_order = EXECUTION_ORDERS[order]
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
@@ -316,27 +331,29 @@ _cache: OrderedDict[tuple, Session] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def get_session(model: onnx.ModelProto | bytes, provider: str = "auto", threads: int | None = None) -> Session:
+def get_session(model: onnx.ModelProto | bytes, provider: str = "auto", threads: int | None = None,
+                order: str = "default") -> Session:
     """A session for ``model``, reused while the same model is asked for again.
 
     Args:
         model: a ModelProto or its serialized bytes.
         provider: "auto", "cpu" or "cuda" (see ``resolve_providers``).
         threads: intra-op threads (None: onnxruntime's default).
+        order: "default" or "priority" (see :func:`session_options`).
 
     Returns:
         A cached :class:`Session` when one exists for the same model bytes,
-        providers and threads (the last :data:`CACHE_SIZE` are kept), else a new one.
+        providers, threads and order (the last :data:`CACHE_SIZE` are kept), else a new one.
     """
     providers = resolve_providers(provider)
     packed = pack(model)
-    key = (packed.key, tuple(providers), threads)
+    key = (packed.key, tuple(providers), threads, order)
     with _cache_lock:  # held while building, so two threads never build the same model
         session = _cache.get(key)
         if session is not None:
             _cache.move_to_end(key)
             return session
-        session = Session(packed, providers, threads)
+        session = Session(packed, providers, threads, order)
         _cache[key] = session
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)

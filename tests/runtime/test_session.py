@@ -92,6 +92,19 @@ def test_session_options():
     assert session_options().intra_op_num_threads == 0  # onnxruntime's default
     with pytest.raises(OnnxvizError, match="threads must be a positive integer"):
         session_options(0)
+    assert options.execution_order == ort.ExecutionOrder.DEFAULT
+    assert session_options(order="priority").execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    with pytest.raises(OnnxvizError, match="order must be one of"):
+        session_options(order="fastest")
+
+
+def test_priority_order_gives_the_same_values():
+    model = conv_net()
+    x = batch_of(3)
+    session = get_session(model, "cpu", order="priority")
+    assert session._session.get_session_options().execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    for got, want in zip(session.run({"x": x}).values(), ort_run(model, x)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_unloadable_model_is_a_model_error():
@@ -120,6 +133,7 @@ def test_different_model_or_threads_give_another_session():
     first = get_session(conv_net(seed=0), "cpu")
     assert get_session(conv_net(seed=1), "cpu") is not first
     assert get_session(conv_net(seed=0), "cpu", threads=1) is not first
+    assert get_session(conv_net(seed=0), "cpu", order="priority") is not first
 
 
 def test_cache_keeps_the_most_recent(monkeypatch):
