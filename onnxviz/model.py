@@ -323,7 +323,8 @@ class Model:
             )
         import difflib
 
-        close = [lowered.index(c) for c in difflib.get_close_matches(text.lower(), lowered, n=3)]
+        near = difflib.get_close_matches(text.lower(), list(dict.fromkeys(lowered)), n=3)
+        close = [i for c in near for i, lab in enumerate(lowered) if lab == c]  # both cardigans
         hint = f"; close: {self._listed(close)}" if close else ""
         raise OnnxvizError(
             f"no class label contains {text!r}{hint}; give a class index or a label "

@@ -56,6 +56,8 @@ def test_text_in_no_label_suggests_close_ones(model):
     assert "no class label contains 'tabbby cat'" in message
     assert "close: 'tabby cat' (0)" in message
     assert "onnxviz inspect --json" in message
+    with pytest.raises(OnnxvizError, match=r"close: 'Cardigan' \(6\), 'cardigan' \(7\);"):
+        model.class_index("cardigun")  # labels equal but for case are both suggested, once each
 
 
 def test_names_need_labels():
