@@ -28,9 +28,10 @@ def median_seconds(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
     return statistics.median(times)
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
-                        budget: float = 60.0) -> dict[str, float]:
-    """Median wall time of each function, timed in rounds that run every function once.
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+                      budget: float = 60.0) -> dict[str, list[float]]:
+    """Wall times of each function, timed in rounds that run every function once: entry ``i``
+    of every list comes from round ``i``.
 
     On a shared machine the speed drifts by 50% within a minute; timing the functions in
     turn, round after round, exposes them all to the same drift, so their ratios hold.
@@ -47,7 +48,20 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 20,
             times[name].append(time.perf_counter() - t0)
         if time.perf_counter() - start > budget and len(times[name]) >= 3:
             break
+    return times
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+                        budget: float = 60.0) -> dict[str, float]:
+    """Median wall time of each function, timed in interleaved rounds (:func:`interleaved_times`)."""
+    times = interleaved_times(fns, repeats, warmup, budget)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, list[float]]:
+    """Each function's time over ``reference``'s in the same round, round by round: a drift
+    of the machine's speed between rounds moves both alike and cancels out."""
+    return {name: [t / r for t, r in zip(values, times[reference])] for name, values in times.items()}
 
 
 def input_shape(model, batch: int) -> tuple[int, ...]:

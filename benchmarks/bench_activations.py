@@ -9,17 +9,22 @@ The last column is a floor measured in the same rounds: a forward pass plus one 
 exposed byte (numpy, one thread per core, into memory written before), the least that
 returning every tensor can cost once the forward pass has computed them.
 
-    python benchmarks/bench_activations.py [--threads 2]
+Ratios are medians of per-round ratios: each round times every call once, and a round's
+ratio divides by that round's forward pass, so the machine's drift in speed between rounds
+cancels out.
+
+    python benchmarks/bench_activations.py [--threads 2] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import threading
 
 import numpy as np
 
-from _timing import SHIPPED_MODEL, input_shape, interleaved_medians, table
+from _timing import SHIPPED_MODEL, input_shape, interleaved_times, paired_ratios, table
 
 import onnxviz
 
@@ -53,6 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=str(SHIPPED_MODEL))
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="timing rounds per batch size (default 100 at batch 1, 30 at 16)")
     args = parser.parse_args()
 
     model = onnxviz.Model(args.model, provider="cpu", threads=args.threads)
@@ -63,19 +70,24 @@ def main() -> None:
     for batch in (1, 16):
         x = rng.standard_normal(input_shape(model, batch)).astype(np.float32)
         nbytes = exposed_bytes(model.activations(x, names).values())
-        t = interleaved_medians({
+        times = interleaved_times({
             "plain": lambda: model.run(x),
             "one": lambda: model.activations(x, [middle, *model.output_names]),
             "every": lambda: model.activations(x, names),
             "copy": parallel_copy(nbytes, args.threads),
-        }, repeats=40 if batch == 1 else 12)
-        plain, one, every, copy = t["plain"], t["one"], t["every"], t["copy"]
-        rows.append([batch, plain * 1e3, one * 1e3, one / plain, every * 1e3, every / plain,
-                     f"{nbytes / 1e6:.0f} MB in {copy * 1e3:.1f} ms: {(plain + copy) / plain:.2f}"])
+        }, repeats=args.rounds or (100 if batch == 1 else 30), budget=90.0)
+        t = {name: statistics.median(values) for name, values in times.items()}
+        ratio = paired_ratios(times, "plain")
+        one, every = ratio["one"], ratio["every"]
+        floor = [1 + c / p for c, p in zip(times["copy"], times["plain"])]
+        q1, q3 = np.percentile(every, [25, 75])
+        rows.append([batch, len(every), t["plain"] * 1e3, statistics.median(one),
+                     f"{statistics.median(every):.2f} ({q1:.2f}-{q3:.2f})",
+                     f"{nbytes / 1e6:.0f} MB in {t['copy'] * 1e3:.1f} ms: {statistics.median(floor):.2f}"])
     print(f"model: {model.name}, {len(names)} tensors, one exposed layer: {middle!r}, "
           f"threads={args.threads}, providers={model.providers}")
-    print(table(["batch", "forward ms", "1 layer ms", "1 layer ratio (goal <= 1.1)",
-                 "all layers ms", "all layers ratio (goal <= 2)",
+    print(table(["batch", "rounds", "forward ms", "1 layer (goal <= 1.1x)",
+                 "all layers (goal <= 2x; quartiles)",
                  "floor: forward + one copy of the exposed bytes"], rows))
 
 
