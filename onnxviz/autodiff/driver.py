@@ -20,7 +20,9 @@ from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, STRAIGHT_THROUG
 from onnxviz.errors import GradientError, NoGradientRuleError
 from onnxviz.graph._nodes import attrs
 from onnxviz.graph.info import FLOAT_TYPES
-from onnxviz.graph.load import fix_ir_version, infer_shapes, skeleton, tensor_dtypes, tensor_shapes, with_weights
+from onnxviz.graph.load import (
+    copy_model, fix_ir_version, infer_shapes, skeleton, tensor_dtypes, tensor_shapes, with_weights,
+)
 from onnxviz.graph.rewrite import fold_pads, require_known
 
 MODES = ("plain", "guided", "deconvnet")
@@ -123,8 +125,7 @@ def fuse_hard_swish(model: onnx.ModelProto, keep: Sequence[str] = ()) -> onnx.Mo
         dropped.add(i)
     if not fused:
         return model
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
+    result = copy_model(model)
     nodes = [fused.get(i, node) for i, node in enumerate(result.graph.node) if i not in dropped]
     del result.graph.node[:]
     result.graph.node.extend(nodes)
@@ -350,8 +351,7 @@ def gradient_model(
         grad_outputs[name] = out_name
 
     if model is given:  # nothing above copied it (each step copies only when it changes something)
-        new = onnx.ModelProto()
-        new.CopyFrom(model)
+        new = copy_model(model)
     else:  # a copy of this call's own: a VGG's weights are not copied once more
         new = model
     g = new.graph

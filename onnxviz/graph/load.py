@@ -42,8 +42,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
     """
     if isinstance(source, onnx.ModelProto):
         label = f"model {source.graph.name or '<unnamed>'!r}"
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
+        model = copy_model(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         label = "model bytes"
         model = _parse(bytes(source), label)
@@ -193,9 +192,7 @@ def infer_shapes(model: onnx.ModelProto, copy: bool = True) -> onnx.ModelProto:
     if inferred is None:
         return model
     if copy:
-        result = onnx.ModelProto()
-        result.CopyFrom(model)
-        model = result
+        model = copy_model(model)
     _apply_inferred(model, inferred)
     return model
 
@@ -323,6 +320,14 @@ def with_weights(derived: onnx.ModelProto, model: onnx.ModelProto) -> onnx.Model
     graph.input.extend(kept)
     graph.initializer.extend(hidden)
     return derived
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of ``model``, weights included (see :func:`without_initializers` for one
+    without them)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    return result
 
 
 def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from onnxviz.errors import UnknownTensorError
 from onnxviz.graph._nodes import Constants, attrs, tensor_names, used_names
 from onnxviz.graph.info import FLOAT_TYPES
-from onnxviz.graph.load import fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
+from onnxviz.graph.load import copy_model, fix_ir_version, infer_shapes, tensor_dtypes, tensor_shapes
 
 
 def expose(model: onnx.ModelProto, names: Sequence[str], only: bool = False,
@@ -90,7 +90,7 @@ def prune(model: onnx.ModelProto, inputs: Sequence[str] | None = None) -> onnx.M
     Returns:
         A new, pruned model.
     """
-    result = _copy(model)
+    result = copy_model(model)
     graph = result.graph
     needed = {out.name for out in graph.output}
     keep = [False] * len(graph.node)
@@ -138,7 +138,7 @@ def fold_pads(model: onnx.ModelProto, keep: Sequence[str] = (), materialize: boo
     """
     if not any(node.op_type == "Pad" for node in model.graph.node):
         return model  # no copy (half a second for a VGG) when there is nothing to fold
-    result = _copy(model)
+    result = copy_model(model)
     graph = result.graph
     constants = Constants(graph)
     readers = _readers(graph)
@@ -231,7 +231,7 @@ def share_padded(model: onnx.ModelProto, keep: Sequence[str]) -> tuple[onnx.Mode
         return model, views
     inferred = infer_shapes(model)
     shapes, dtypes = tensor_shapes(inferred), tensor_dtypes(inferred)
-    result = _copy(model)
+    result = copy_model(model)
     graph = result.graph
     taken = set(tensor_names(graph))
     index = {id(node): i for i, node in enumerate(model.graph.node)}
@@ -392,7 +392,7 @@ def fix_input_dims(model: onnx.ModelProto, dims: dict[str, Sequence[int | None]]
     """
     if next(_free_input_dims(model.graph, dims), None) is None:
         return model
-    result = _copy(model)
+    result = copy_model(model)
     graph = result.graph
     symbols: dict[str, int] = {}
     for dim, size in _free_input_dims(graph, dims):
@@ -417,16 +417,10 @@ def _free_input_dims(graph: onnx.GraphProto, dims: dict[str, Sequence[int | None
                 yield dim, size
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    return result
-
-
 def _inferred_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy with inferred shapes (infer_shapes copies, except when inference fails)."""
     result = infer_shapes(model)
-    return _copy(model) if result is model else result
+    return copy_model(model) if result is model else result
 
 
 def _keep(field: object, predicate: Callable[[int, object], bool]) -> None:

@@ -266,7 +266,7 @@ def test_fold_pads_hands_back_a_model_without_pads_uncopied(monkeypatch):
 
     folded = fold_pads(padded_convs())
     assert "Pad" not in [n.op_type for n in folded.graph.node]
-    monkeypatch.setattr(rewrite, "_copy", lambda model: pytest.fail("copied a model with no Pad"))
+    monkeypatch.setattr(rewrite, "copy_model", lambda model: pytest.fail("copied a model with no Pad"))
     assert fold_pads(folded) is folded
 
 
