@@ -30,20 +30,30 @@ def activations(image, model, layer, channel, output, save_array) -> None:
 
     Without --channel, every channel is tiled in a grid, each normalised on its own and
     labelled with its index; with --channel C, that channel's map is overlaid on the image
-    as the model sees it.
+    as the model sees it. A layer with no spatial extent (after global pooling, the logits)
+    is drawn as a bar chart of its values instead, --channel C marking entry C; the
+    model's class names label the largest entries of its logits and outputs.
     """
-    from onnxviz.methods import activation_maps, channel_map
-    from onnxviz.render import grid, heatmap, io
+    from onnxviz.methods import activation_maps, check_channel
+    from onnxviz.render import grid, heatmap, io, plot
 
     path = image or default_images([])[0]
     m = model.load()
     m.check_tensor(layer)
     x = m.preprocess([path])
-    if channel is None:
-        raw = activation_maps(m, x, layer)[0]
+    maps = activation_maps(m, x, layer)[0]
+    if channel is not None:
+        check_channel(layer, maps.shape[0], channel)
+    if maps.shape[1:] == (1, 1):
+        raw = maps[:, 0, 0]
+        classes = layer in (m.logit_name, *m.output_names) and m.labels and len(m.labels) == raw.size
+        picture = plot.bar_chart(raw, labels=m.labels if classes else None, highlight=channel,
+                                 title=f"{layer}: {raw.size} values")
+    elif channel is None:
+        raw = maps
         picture = grid.channel_grid(raw)
     else:
-        raw = channel_map(m, x, layer, channel)[0]
+        raw = maps[channel]
         picture = heatmap.overlay(m.display_image(path), raw)
     if output is None:
         suffix = "" if channel is None else f"_c{channel}"

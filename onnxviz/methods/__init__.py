@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxviz.methods.activations import activation_maps, channel_map, tensor_layout
+from onnxviz.methods.activations import activation_maps, channel_map, check_channel, tensor_layout
 from onnxviz.methods.cam import (
     CAM_WEIGHTS,
     CamHead,
@@ -113,6 +113,7 @@ __all__ = [
     "activation_maps",
     "cam",
     "channel_map",
+    "check_channel",
     "class_activation_map",
     "deconvnet",
     "default_cam_layer",

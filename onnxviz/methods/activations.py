@@ -139,9 +139,13 @@ def channel_map(model: Model, x: np.ndarray, layer: str, channel: int) -> np.nda
         ChannelError: ``channel`` is not in 0..C-1.
     """
     maps = activation_maps(model, x, layer)
-    count = maps.shape[1]
+    check_channel(layer, maps.shape[1], channel)
+    return maps[:, int(channel)]
+
+
+def check_channel(layer: str, count: int, channel: int) -> None:
+    """Raise ChannelError unless ``channel`` is in 0..count-1."""
     if not 0 <= int(channel) < count:
         raise ChannelError(
             f"layer {layer} has {count} channels; channel {channel} is out of range 0..{count - 1}"
         )
-    return maps[:, int(channel)]

@@ -1,4 +1,4 @@
-"""Pictures from arrays: heatmaps, overlays, grids, the HTML report (numpy + OpenCV only).
+"""Pictures from arrays: heatmaps, overlays, grids, plots, the HTML report (numpy + OpenCV only).
 
 Images are uint8 H×W×3 RGB arrays throughout.
 """
@@ -6,12 +6,14 @@ Images are uint8 H×W×3 RGB arrays throughout.
 from onnxviz.render.grid import channel_grid, filter_grid, label, tile
 from onnxviz.render.heatmap import COLORMAPS, colorize, gradient_image, normalize, overlay, upsample
 from onnxviz.render.io import write_npy, write_png, write_text
+from onnxviz.render.plot import bar_chart
 from onnxviz.render.report import Report, View
 
 __all__ = [
     "COLORMAPS",
     "Report",
     "View",
+    "bar_chart",
     "channel_grid",
     "colorize",
     "filter_grid",

@@ -204,6 +204,36 @@ def test_activations_default_image(files, tmp_path, monkeypatch):
     assert (tmp_path / f"{SAMPLE_PHOTO.stem}_r1.png").is_file()
 
 
+def test_activations_of_a_vector_layer_are_a_bar_chart(files, tiny, tmp_path, monkeypatch):
+    """Logits and pooled features have no spatial extent: a grid of 1x1 maps, each
+    normalised on its own, would be flat; they are plotted as bars, class names on logits."""
+    from onnxviz.render import plot
+
+    drawn = []
+    real = plot.bar_chart
+    monkeypatch.setattr(plot, "bar_chart", lambda values, **kw: drawn.append((values, kw)) or real(values, **kw))
+    x = tiny.preprocess([files["red"]])
+    out = tmp_path / "logits.png"
+    result = run("activations", files["red"], "-m", files["model"], "--layer", "logits", "-o", out, "--save-array")
+    assert result.exit_code == 0, result.output
+    logits = tiny.activations(x, ["logits"])["logits"][0]
+    np.testing.assert_allclose(np.load(out.with_suffix(".npy")), logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(drawn[-1][0], logits, rtol=1e-5, atol=1e-6)
+    assert drawn[-1][1]["labels"] == LABELS and drawn[-1][1]["highlight"] is None
+    assert png(out).shape == (400, 960, 3)
+
+    out = tmp_path / "gap.png"
+    result = run("activations", files["red"], "-m", files["model"], "--layer", "gap", "--channel", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    gap = tiny.activations(x, ["gap"])["gap"][0, :, 0, 0]
+    np.testing.assert_allclose(drawn[-1][0], gap, rtol=1e-5, atol=1e-6)
+    assert drawn[-1][1]["labels"] is None and drawn[-1][1]["highlight"] == 2  # 6 features, not classes
+    assert (png(out)[..., ::-1] == plot.HIGHLIGHT).all(axis=-1).any()  # the PNG reads back as BGR
+    user_error(run("activations", files["red"], "-m", files["model"], "--layer", "gap", "--channel", "6",
+                   "-o", tmp_path / "bad.png"), "channel 6", "6 channels")
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_filters(files, tmp_path):
     out = tmp_path / "f.png"
     result = run("filters", "-m", files["model"], "-o", out, "--save-array")
