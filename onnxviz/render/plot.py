@@ -26,10 +26,10 @@ def nice_step(span: float, most: int) -> float:
         return 1.0
     raw = span / most
     power = 10.0 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
+    for factor in (1, 2, 5):
         if factor * power >= raw:
             return factor * power
-    return 10 * power  # unreachable: factor 10 always suffices
+    return 10 * power
 
 
 def _span(k: int, n: int, left: int, plot_w: int) -> tuple[int, int]:
