@@ -122,6 +122,8 @@ def upsample(map: np.ndarray, size: tuple[int, int], interpolation: str = "bicub
     m = _finite(m).astype(np.float32)
     if (h, w) == m.shape:
         return m.copy()
+    if m.min() == m.max():  # interpolation rounding would ripple it, and normalising magnify that
+        return np.full((h, w), m.flat[0], np.float32)
     flag = INTERPOLATIONS[interpolation]
     if h <= m.shape[0] and w <= m.shape[1]:
         flag = cv2.INTER_AREA

@@ -117,6 +117,19 @@ def test_upsample_non_square_and_shrink():
     np.testing.assert_array_equal(upsample(m, (3, 4)), m.astype(np.float32))
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 7), (3, 5)])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
+def test_a_constant_map_stays_constant_and_draws_flat(shape, interpolation):
+    """Bicubic rounding left float32 ripples (0.15027538..0.15027544) on a constant map, which
+    minmax normalisation stretched to a full-range plaid."""
+    m = np.full(shape, 0.15027541, np.float32)
+    up = upsample(m, (224, 224), interpolation)
+    assert (up == np.float32(0.15027541)).all()
+    assert (normalize(up) == 0).all()
+    picture = overlay(np.full((224, 224, 3), 128, np.uint8), m)
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) == 1
+
+
 def test_upsample_errors():
     with pytest.raises(ImageError, match="2-D"):
         upsample(np.zeros((2, 3, 3)), (4, 4))
