@@ -188,14 +188,22 @@ def path_nodes(
     """Nodes on a differentiable path from ``wrt`` to ``output``, in topological order.
 
     Raises:
-        GradientError: ``output`` depends on a ``wrt`` tensor only through ops that pass no
-            gradient (an integer-only path such as QLinearConv, ArgMax): its gradient would
-            be zero, which is never what was asked.
+        GradientError: ``output`` does not depend on a ``wrt`` tensor at all (a second output,
+            a branch beside the path), or only through ops that pass no gradient (an
+            integer-only path such as QLinearConv, ArgMax): its gradient would be zero,
+            which is never what was asked.
     """
     active = _active_tensors(graph, wrt, dtypes)
     needed = _needed_tensors(graph, output)
+    unused = [name for name in wrt if name not in needed]
+    if unused:
+        raise GradientError(
+            f"{output!r} does not depend on {unused[0]!r}, so its gradient would be zero "
+            f"everywhere; pick a tensor on the way from the input to {output!r} "
+            f"(`onnxviz inspect` lists them in graph order)"
+        )
     on_path = active & needed
-    cut = [name for name in wrt if name in needed and name != output
+    cut = [name for name in wrt if name != output
            and output not in (active if len(wrt) == 1 else _active_tensors(graph, [name], dtypes))]
     if cut:
         ends = _dead_ends(graph, _active_tensors(graph, cut[:1], dtypes), needed)
@@ -344,7 +352,7 @@ def gradient_model(
     grad_outputs = {}
     for name in wrt:
         grad = grads.get(name)
-        if grad is None:  # the output does not depend on it: the gradient is zero
+        if grad is None:  # on the path, but its readers' rules pass it none (Clip's bounds)
             grad = e.op("Mul", name, e.const(np.zeros((), dtype=_np_dtype(dtypes, name))))
         out_name = GRAD_PREFIX + name
         e.op("Identity", grad, outputs=[out_name])

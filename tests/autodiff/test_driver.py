@@ -62,3 +62,27 @@ def test_gradient_model_leaves_its_argument_alone(monkeypatch) -> None:
         assert model.SerializeToString() == before and gg.model is not model
         out = session(gg.model).run([gg.gradients["x"]], {"x": x, gg.seed: np.ones((2, 50), np.float32)})[0]
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_tensor_the_output_does_not_depend_on_is_refused() -> None:
+    """A second output's tensor has no gradient to give; it was a silent array of zeros."""
+    import pytest
+
+    from onnxviz.autodiff.driver import gradient_model
+    from onnxviz.errors import GradientError
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["x"], ["b"]),
+             helper.make_node("Neg", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])])
+    model = make_model(graph, opset=17)
+    with pytest.raises(GradientError, match="'y' does not depend on 'b'.*zero everywhere"):
+        gradient_model(model, "y", ["b"])
+    with pytest.raises(GradientError, match="'y' does not depend on 'b'"):
+        gradient_model(model, "y", ["x", "b"])
+    gg = gradient_model(model, "y", ["a"])  # on the path: d(-a)/da = -1
+    x = np.array([[-1, 2, 3], [4, -5, 6]], np.float32)
+    seed = np.ones((2, 3), np.float32)
+    out = session(gg.model).run([gg.gradients["a"]], {"x": x, gg.seed: seed})[0]
+    np.testing.assert_array_equal(out, -seed)
