@@ -18,7 +18,7 @@ from onnxviz.autodiff import rules as _rules  # noqa: F401  (fills RULES)
 from onnxviz.autodiff.emitter import Emitter
 from onnxviz.autodiff.registry import NON_DIFFERENTIABLE, RULES, STRAIGHT_THROUGH, RuleContext
 from onnxviz.errors import GradientError, NoGradientRuleError
-from onnxviz.graph._nodes import attrs
+from onnxviz.graph._nodes import ancestors, attrs
 from onnxviz.graph.info import FLOAT_TYPES
 from onnxviz.graph.load import (
     copy_model, fix_ir_version, infer_shapes, skeleton, tensor_dtypes, tensor_shapes, with_weights,
@@ -162,15 +162,6 @@ def _active_tensors(
     return active
 
 
-def _needed_tensors(graph: onnx.GraphProto, output: str) -> set[str]:
-    """Tensors the output depends on."""
-    needed = {output}
-    for node in reversed(graph.node):
-        if any(out in needed for out in node.output):
-            needed.update(name for name in node.input if name)
-    return needed
-
-
 def _dead_ends(graph: onnx.GraphProto, active: set[str], needed: set[str]) -> list[onnx.NodeProto]:
     """Nodes the output needs that read a differentiable tensor but pass no gradient on
     (integer results, comparisons, ArgMax...), in graph order."""
@@ -194,7 +185,7 @@ def path_nodes(
             which is never what was asked.
     """
     active = _active_tensors(graph, wrt, dtypes)
-    needed = _needed_tensors(graph, output)
+    needed = ancestors(graph, output)
     unused = [name for name in wrt if name not in needed]
     if unused:
         raise GradientError(
@@ -233,7 +224,7 @@ def blocking_ops(
     graph, dtypes = model.graph, tensor_dtypes(model)
     active = _active_tensors(graph, wrt, dtypes)
     if output not in active:
-        return [(n.op_type, n.name) for n in _dead_ends(graph, active, _needed_tensors(graph, output))]
+        return [(n.op_type, n.name) for n in _dead_ends(graph, active, ancestors(graph, output))]
     nodes, _ = path_nodes(graph, output, wrt, dtypes)
     return [(n.op_type, n.name) for n in nodes if not _has_rule(n)]
 

@@ -118,3 +118,12 @@ def image_dependent(graph: onnx.GraphProto, source: str) -> set[str]:
         if used_names(node) & dependent:
             dependent.update(name for name in node.output if name)
     return dependent
+
+
+def ancestors(graph: onnx.GraphProto, name: str) -> set[str]:
+    """``name`` and every tensor it is computed from (graph nodes in topological order)."""
+    needed = {name}
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            needed.update(n for n in node.input if n)
+    return needed

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from onnxviz.errors import MethodError
-from onnxviz.graph._nodes import Constants, attrs
+from onnxviz.graph._nodes import Constants, ancestors, attrs
 from onnxviz.methods._graph import PASS_THROUGH, constant_value, producers
 from onnxviz.methods.activations import channel_first, input_hw, to_channel_first
 from onnxviz.model import Model, Target
@@ -89,6 +89,31 @@ def _path_to_logits(model: Model) -> tuple[str, list[onnx.NodeProto]]:
         after.append(node)
         name = source
     return name, after[::-1]
+
+
+def check_cam_layer(model: Model, layer: str) -> str:
+    """``layer`` if CAM methods can use it: a spatial feature map the logits depend on.
+
+    Raises:
+        UnknownTensorError: no such tensor.
+        MethodError: not a spatial map (the logits, a pooled vector), or one the logits do
+            not depend on (a second output, a side branch): its map would be flat or zero.
+    """
+    layer = model.check_tensor(layer)
+    found = next((item for item in model.layers if item.name == layer), None)
+    if not _is_spatial(found):
+        shape = list(found.shape) if found is not None else "unknown"
+        raise MethodError(
+            f"layer {layer!r} has shape {shape}: CAM methods need a spatial feature map (rank 4, "
+            f"larger than 1x1); pick a convolution output (`onnxviz inspect` lists them with "
+            f"their receptive fields), or leave --layer out for the last one"
+        )
+    if layer not in ancestors(model.proto.graph, model.logit_name):
+        raise MethodError(
+            f"the logits {model.logit_name!r} do not depend on layer {layer!r}, so its map would "
+            f"be flat; pick a feature map on the way from the image to the logits"
+        )
+    return layer
 
 
 def default_cam_layer(model: Model) -> str:
@@ -421,7 +446,7 @@ def class_activation_map(
     if method == "cam":
         head = find_cam_head(model)
         layer, layout = head.features, head.layout
-    layer = model.check_tensor(layer) if layer is not None else default_cam_layer(model)
+    layer = check_cam_layer(model, layer) if layer is not None else default_cam_layer(model)
     # Score-CAM draws one bar over its many runs, not one for the activations run too
     inputs = cam_inputs(model, x, target, layer, method in GRADIENT_BASED, layout,
                         False if method == "scorecam" else progress, **options)

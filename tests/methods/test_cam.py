@@ -219,6 +219,27 @@ def test_grad_cam_other_layer(vgg):
     assert grad_cam(model, x, 1, layer="pool1").shape == (2, 8, 8)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam"])
+def test_a_layer_that_is_not_a_feature_map_of_the_logits_is_refused(vgg, method):
+    """A vector, or a map beside the path, gave a 1x1 or a flat map drawn as if it meant
+    something (a full-range plaid, a silent all-zero Grad-CAM)."""
+    from onnx import TensorProto, helper
+
+    from onnxviz.methods import class_activation_map
+
+    proto, model, x = vgg
+    for vector in ("flat", "fc1_relu", "logits"):
+        with pytest.raises(MethodError, match=f"layer '{vector}' has shape .*spatial feature map"):
+            class_activation_map(model, x, 1, vector, method)
+    side = type(proto)()
+    side.CopyFrom(proto)  # a second output: relu1 max-pooled again, read by nothing else
+    side.graph.node.append(helper.make_node("MaxPool", ["relu1"], ["side"], kernel_shape=[2, 2], strides=[2, 2]))
+    side.graph.output.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, [None, 4, 8, 8]))
+    with pytest.raises(MethodError, match="do not depend on layer 'side'"):
+        class_activation_map(as_model(side), x, 1, "side", method)
+    assert class_activation_map(model, x, 1, "pool1", method).shape == (2, 8, 8)
+
+
 def _score_cam_by_hand(proto, x, targets, layer, keep):
     a = ReferenceEvaluator(proto).run([layer], {"x": x})[0].astype(np.float64)
     weights = np.zeros(a.shape[:2])
