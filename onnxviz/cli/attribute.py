@@ -16,6 +16,7 @@ import click
 
 from onnxviz.cli.options import (
     BASELINE,
+    IG_BASELINE,
     Decorator,
     default_images,
     images_argument,
@@ -58,8 +59,12 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
     ),
     "ig": CommandSpec(
-        "Integrated gradients from a black baseline.",
-        (click.option("--steps", type=click.IntRange(min=1), default=None, help="Riemann steps (default 32)."),),
+        "Integrated gradients (Sundararajan et al. 2017) from a black image.",
+        (
+            click.option("--steps", type=click.IntRange(min=1), default=None, help="Riemann steps (default 32)."),
+            click.option("--baseline", type=IG_BASELINE, default=None,
+                         help="Path start: black (a black image, default) or a number in model-input space."),
+        ),
     ),
     "guided": CommandSpec("Guided backpropagation (Springenberg et al. 2015)."),
     "deconvnet": CommandSpec("Deconvnet (Zeiler and Fergus 2014)."),

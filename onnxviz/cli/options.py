@@ -87,26 +87,29 @@ class _Resize(click.ParamType):
 
 
 class _Baseline(click.ParamType):
-    """A number in model-input space, or ``mean`` / ``blur``."""
+    """A number in model-input space, or one of ``words`` (``mean`` / ``blur`` for occlusion)."""
 
-    name = "NUMBER|mean|blur"
+    def __init__(self, *words: str) -> None:
+        self.words = words
+        self.name = "|".join(["NUMBER", *words])
 
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)):
             return float(value)
         text = str(value).lower()
-        if text in ("mean", "blur"):
+        if text in self.words:
             return text
         try:
             return float(text)
         except ValueError:
-            self.fail(f"{value!r} is not a number, 'mean' or 'blur'", param, ctx)
+            self.fail(f"{value!r} is not a number or one of {', '.join(self.words)}", param, ctx)
 
 
 FLOATS = _Floats()
 SIZE = _Size()
 RESIZE = _Resize()
-BASELINE = _Baseline()
+BASELINE = _Baseline("mean", "blur")
+IG_BASELINE = _Baseline("black")
 
 
 def _stack(options: Sequence[Decorator]) -> Decorator:

@@ -67,7 +67,7 @@ def _smoothgrad(model, x, target=None, samples: int = 25, noise: float = 0.15, p
     return smoothgrad(model, x, target, n=samples, noise=noise, progress=progress)
 
 
-def _ig(model, x, target=None, steps: int = 32, baseline: float = 0.0, progress=False) -> np.ndarray:
+def _ig(model, x, target=None, steps: int = 32, baseline: float | str = "black", progress=False) -> np.ndarray:
     """Integrated gradients' (N, H, W) map."""
     return integrated_gradients(model, x, target, baseline=baseline, steps=steps, progress=progress).map
 
@@ -89,7 +89,7 @@ _METHODS = (
     AttributionMethod("smoothgrad", "SmoothGrad", _smoothgrad, "heatmap",
                       lambda s: f"{s.get('samples', 25)} noisy copies, noise {s.get('noise', 0.15)}"),
     AttributionMethod("ig", "Integrated gradients", _ig, "heatmap",
-                      lambda s: f"{s.get('steps', 32)} midpoint steps from baseline {s.get('baseline', 0.0)}"),
+                      lambda s: f"{s.get('steps', 32)} midpoint steps from baseline {s.get('baseline', 'black')}"),
     AttributionMethod("guided", "Guided backprop", guided_backprop, "gradient",
                       lambda s: "gradient through ReLUs, positive parts only"),
     AttributionMethod("deconvnet", "Deconvnet", deconvnet, "gradient",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxviz.errors import MethodError
 from onnxviz.methods.activations import to_channel_first
 from onnxviz.model import Model, Target
 
@@ -134,11 +135,21 @@ class IntegratedGradients:
         return np.abs(self.attributions).sum(axis=1)
 
 
+def black_input(model: Model, x: np.ndarray) -> np.ndarray:
+    """A black image as the model takes it, shaped like ``x``: each channel's
+    ``(0 * scale - mean) / std`` per the model's preprocessing (0 for raw pixels)."""
+    pixel = model.preprocess(np.zeros((1, 1, 3), np.uint8))  # constant: every position alike
+    nchw = model.preprocessing.layout == "NCHW"
+    channels = pixel[0, :, 0, 0] if nchw else pixel[0, 0, 0, :]
+    shape = (1, -1, 1, 1) if nchw else (1, 1, 1, -1)
+    return np.broadcast_to(channels.reshape(shape), np.shape(x))
+
+
 def integrated_gradients(
     model: Model,
     x: np.ndarray,
     target: Target = None,
-    baseline: float | np.ndarray = 0.0,
+    baseline: float | str | np.ndarray = "black",
     steps: int = 32,
     progress: bool | str = False,
 ) -> IntegratedGradients:
@@ -152,13 +163,18 @@ def integrated_gradients(
         model: the model.
         x: preprocessed float32 batch in the model's input layout.
         target: class index or label, one per sample, or None for each top-1 class.
-        baseline: a number in model-input space (0.0 is the mean colour for
-            mean/std-normalised models) or an array broadcastable to ``x``.
+        baseline: "black" (the paper's: a black image through the model's preprocessing,
+            see :func:`black_input`), a number in model-input space (0.0 is the mean
+            colour for mean/std-normalised models) or an array broadcastable to ``x``.
         steps: points on the straight path from the baseline to x.
         progress: progress bar on stderr.
     """
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
+    if isinstance(baseline, str):
+        if baseline.lower() != "black":
+            raise MethodError(f"unknown baseline {baseline!r}; give 'black', a number or an array")
+        baseline = black_input(model, x)
     base = np.broadcast_to(np.asarray(baseline, dtype=np.float32), x.shape)
     ends = model.logits(np.concatenate([x, base]))
     targets = np.argmax(ends[:n], axis=1) if target is None else model.targets(x, target)

@@ -257,6 +257,24 @@ def test_attribution_command(method, files, tmp_path):
     assert f"-> {out}" in result.stdout and "p=" in result.stdout
 
 
+def test_ig_baseline_option(files, tiny, tmp_path):
+    """--baseline black (the default) or a number in model-input space; the arrays are the
+    library's integrated gradients from that baseline."""
+    from onnxviz.methods import integrated_gradients
+
+    x = tiny.preprocess([files["red"]])
+    for given, baseline in ((None, "black"), ("black", "black"), ("0.25", 0.25)):
+        out = tmp_path / f"ig_{given}.png"
+        extra = [] if given is None else ["--baseline", given]
+        result = run("ig", files["red"], "-m", files["model"], "-o", out, "--steps", "4", "--save-array", *extra)
+        assert result.exit_code == 0, result.output
+        expected = integrated_gradients(tiny, x, steps=4, baseline=baseline).map[0]
+        np.testing.assert_allclose(np.load(out.with_suffix(".npy")), expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.load(tmp_path / "ig_black.npy"), np.load(tmp_path / "ig_0.25.npy"))
+    result = run("ig", files["red"], "-m", files["model"], "-o", tmp_path / "w.png", "--baseline", "white")
+    assert result.exit_code == 2 and "'white' is not a number or one of black" in result.output
+
+
 def test_quiet_attribution_prints_no_progress(files, tmp_path):
     args = ("smoothgrad", files["red"], "-m", files["model"], "-o", tmp_path / "s.png", "--samples", "2")
     assert "smoothgrad" in run(*args).stderr  # the progress label

@@ -98,16 +98,46 @@ def test_integrated_gradients_against_finite_differences(smooth):
 
 
 def test_integrated_gradients_completeness(smooth):
-    """Midpoint rule, 64 steps, smooth model: |error| <= 1e-2 |f(x) - f(b)|."""
+    """Midpoint rule, 64 steps, smooth model: |error| <= 1e-2 |f(x) - f(b)|, b the default
+    baseline: a black image, (0 - mean) / std per channel of torchvision's preprocessing."""
     proto, model, x = smooth
     x = 2 * x  # a longer path, so the gradient varies along it
     result = integrated_gradients(model, x, TARGETS, steps=64)
-    logits = smooth_forward(proto, np.concatenate([x, np.zeros_like(x)]))
+    black = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
+    logits = smooth_forward(proto, np.concatenate([x, np.broadcast_to(black[:, None, None], x.shape)]))
     gap = logits[np.arange(3), TARGETS] - logits[3 + np.arange(3), TARGETS]
     assert np.all(np.abs(result.completeness_error) <= 1e-2 * np.abs(gap)), (result.completeness_error, gap)
     # with 2 steps the same measure is visibly worse: the check has teeth
     coarse = integrated_gradients(model, x, TARGETS, steps=2)
     assert np.max(np.abs(coarse.completeness_error)) > np.max(np.abs(result.completeness_error))
+
+
+@pytest.mark.parametrize("preset, black", [
+    ("torchvision", -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])),
+    ("caffe", -np.array([103.939, 116.779, 123.68])),  # BGR means, in the model's order
+    ("tf", np.array([-1.0, -1.0, -1.0])),
+    ("raw", np.zeros(3)),
+])
+def test_the_black_baseline_is_a_black_image_as_the_model_takes_it(smooth, preset, black):
+    from onnxviz.methods.saliency import black_input
+
+    proto, _, x = smooth
+    model = as_model(proto, preprocessing=preset)
+    np.testing.assert_allclose(black_input(model, x), np.broadcast_to(black[:, None, None], x.shape), rtol=1e-6)
+    default = integrated_gradients(model, x, TARGETS, steps=3)
+    given = integrated_gradients(model, x, TARGETS, baseline=black_input(model, x), steps=3)
+    np.testing.assert_array_equal(default.attributions, given.attributions)
+    with pytest.raises(OnnxvizError, match="unknown baseline 'white'"):
+        integrated_gradients(model, x, TARGETS, baseline="white")
+
+
+def test_the_black_baseline_of_a_channels_last_model():
+    from onnxviz.methods.saliency import black_input
+
+    model = as_model(nhwc_model(), preprocessing="torchvision")
+    x = np.zeros((2, *model.input.shape[1:]), np.float32)
+    expected = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(black_input(model, x), np.broadcast_to(expected, x.shape), rtol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["guided", "deconvnet"])
