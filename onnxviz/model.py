@@ -23,7 +23,7 @@ from onnxviz.graph.info import FLOAT_TYPES, InputSpec, image_input, labels, prep
 from onnxviz.graph.layers import Layer, list_layers
 from onnxviz.graph.load import load_model
 from onnxviz.graph.rewrite import expose, fix_batch, fix_input_dims, fold_pads, require_known, share_padded
-from onnxviz.preprocess import PRESETS, Preprocessing, fit_image, load_image, preprocess
+from onnxviz.preprocess import PRESETS, Preprocessing, preprocess, seen_image
 from onnxviz.runtime.session import Session, check_batch_size, get_session
 
 Target = int | str | Sequence[int | str] | np.ndarray | None
@@ -484,15 +484,31 @@ class Model:
             changes["size"] = size
             if base.resize is not None:
                 changes["resize"] = int(round(max(size) * 256 / 224))
+        if self.input.channels == 1:  # a grey model: the luma, normalised by the preset's luma
+            base = base.to_grey()
         return base.replace(**changes)
 
     def preprocess(self, images) -> np.ndarray:
-        """Image path(s) or array(s) -> float32 batch in the model's input layout."""
-        return preprocess(images, self.preprocessing)
+        """Image path(s) or array(s) -> float32 batch in the model's input layout.
+
+        Raises:
+            ImageError: the preprocessing makes another number of channels than the
+                model's input takes (an RGB convention for a grey model).
+        """
+        pre, channels = self.preprocessing, self.input.channels
+        if isinstance(channels, int) and channels != pre.channels:
+            raise ImageError(
+                f"model input {self.input.name!r} takes {channels} channel(s) but the "
+                f"preprocessing makes {pre.channels} (channel_order {pre.channel_order}); "
+                + ("use channel_order GRAY with one mean and std (drop --rgb/--bgr)" if channels == 1
+                   else "use channel_order RGB or BGR")
+            )
+        return preprocess(images, pre)
 
     def display_image(self, image) -> np.ndarray:
-        """The uint8 RGB image as the model sees it (resized and cropped), for overlays."""
-        return fit_image(load_image(image), self.preprocessing)
+        """The uint8 RGB image as the model sees it (resized and cropped; grey for a
+        GRAY model), for overlays."""
+        return seen_image(image, self.preprocessing)
 
 
 def _interior(pads: Sequence[int]) -> tuple[slice, ...]:

@@ -1,7 +1,8 @@
 """Turn photos into model input and back: the :class:`Preprocessing` convention.
 
 A model sees ``x = (pixel * scale - mean) / std`` per channel, where ``pixel`` is
-0..255 in the model's channel order (RGB or BGR), after resizing the short side
+0..255 in the model's channel order (RGB, BGR, or GRAY: one luma channel for grey
+models), after resizing the short side
 to ``resize`` and centre-cropping ``size`` (or resizing straight to ``size``).
 Models built or annotated by onnxviz store this under the metadata key
 ``onnxviz.preprocessing`` as the JSON of :meth:`Preprocessing.to_dict`::
@@ -31,7 +32,9 @@ from onnxviz.errors import ImageError, ModelLoadError, OnnxvizError
 #: Metadata key holding :meth:`Preprocessing.to_dict` as JSON.
 METADATA_KEY = "onnxviz.preprocessing"
 
-CHANNEL_ORDERS = ("RGB", "BGR")
+CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
+#: ITU-R BT.601 luma weights of R, G, B (OpenCV's RGB2GRAY): grey = 0.299 R + 0.587 G + 0.114 B.
+LUMA = (0.299, 0.587, 0.114)
 LAYOUTS = ("NCHW", "NHWC")
 
 #: What :func:`load_image` accepts: a path, encoded file bytes, or an array.
@@ -62,17 +65,25 @@ def _resize(value: object) -> int | None:
     return int(value) or None
 
 
-def _per_channel(value: object, name: str) -> tuple[float, float, float]:
+def _per_channel(value: object, name: str, count: int) -> tuple[float, ...]:
     values = [value] if _is_number(value) else value
     try:
         values = list(values)  # type: ignore[call-overload]
     except TypeError:
-        raise OnnxvizError(f"{name} must be a number or 3 numbers, got {value!r}") from None
+        raise OnnxvizError(f"{name} must be a number or {count} numbers, got {value!r}") from None
     if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or not all(_is_number(v) and math.isfinite(v) for v in values):
-        raise OnnxvizError(f"{name} must be one or 3 finite numbers (one per channel), got {value!r}")
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
+        values = values * count
+    if len(values) != count or not all(_is_number(v) and math.isfinite(v) for v in values):
+        what = "one finite number (a grey model has one channel)" if count == 1 else \
+            f"one or {count} finite numbers (one per channel)"
+        raise OnnxvizError(f"{name} must be {what}, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _channel_order(value: object) -> str:
+    if isinstance(value, str) and value.strip().upper() == "GREY":
+        return "GRAY"
+    return _choice(value, CHANNEL_ORDERS, "channel_order")
 
 
 def _positive_float(value: object, name: str) -> float:
@@ -98,10 +109,12 @@ class Preprocessing:
         resize: the short side is resized to this, then ``size`` is centre-cropped;
             None (or 0) resizes straight to ``size`` (the aspect ratio changes).
         mean: per-channel mean, in the model's channel order, in the units of
-            ``pixel * scale``. One number means the same for every channel.
+            ``pixel * scale``: 3 numbers, or 1 for GRAY. One number means the same for
+            every channel.
         std: per-channel standard deviation, same conventions as ``mean``.
         scale: multiplies raw 0..255 pixels before mean and std.
-        channel_order: "RGB" or "BGR": the order of channels the model wants.
+        channel_order: "RGB" or "BGR": the order of channels the model wants; "GRAY"
+            (or "GREY"): one channel, the luma of the image (:data:`LUMA`).
         layout: "NCHW" or "NHWC": the model input's axis order.
 
     Raises:
@@ -110,8 +123,8 @@ class Preprocessing:
 
     size: tuple[int, int] = (224, 224)
     resize: int | None = 256
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     scale: float = 1 / 255
     channel_order: str = "RGB"
     layout: str = "NCHW"
@@ -122,13 +135,30 @@ class Preprocessing:
         set_ = object.__setattr__
         set_(self, "size", _size(self.size))
         set_(self, "resize", _resize(self.resize))
-        set_(self, "mean", _per_channel(self.mean, "mean"))
-        set_(self, "std", _per_channel(self.std, "std"))
+        set_(self, "channel_order", _channel_order(self.channel_order))
+        set_(self, "mean", _per_channel(self.mean, "mean", self.channels))
+        set_(self, "std", _per_channel(self.std, "std", self.channels))
         if 0.0 in self.std:
             raise OnnxvizError(f"std {list(self.std)} has a zero: every channel needs a non-zero std")
         set_(self, "scale", _positive_float(self.scale, "scale"))
-        set_(self, "channel_order", _choice(self.channel_order, CHANNEL_ORDERS, "channel_order"))
         set_(self, "layout", _choice(self.layout, LAYOUTS, "layout"))
+
+    @property
+    def channels(self) -> int:
+        """Channels the model input gets: 1 for GRAY, else 3."""
+        return 1 if self.channel_order == "GRAY" else 3
+
+    def to_grey(self) -> Preprocessing:
+        """The same convention for a one-channel model: GRAY, with the mean and std of the
+        luma (:data:`LUMA`-weighted, read in RGB order). Unchanged if already GRAY."""
+        if self.channel_order == "GRAY":
+            return self
+        rgb = slice(None, None, -1 if self.channel_order == "BGR" else 1)
+
+        def luma(values: tuple[float, ...]) -> float:
+            return math.fsum(w * v for w, v in zip(LUMA, values[rgb]))
+
+        return dataclasses.replace(self, channel_order="GRAY", mean=luma(self.mean), std=luma(self.std))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-friendly form stored in model metadata (lists, not tuples)."""
@@ -272,6 +302,15 @@ def fit_image(image: ImageSource, pre: Preprocessing) -> np.ndarray:
     return rgb[top : top + out_h, left : left + out_w].copy()
 
 
+def seen_image(image: ImageSource, pre: Preprocessing) -> np.ndarray:
+    """:func:`fit_image`, grey (in all three channels) when the model takes GRAY: the
+    picture the model is given, for overlays."""
+    rgb = fit_image(image, pre)
+    if pre.channel_order == "GRAY":
+        rgb = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return rgb
+
+
 def preprocess(images: ImageSource | Iterable[ImageSource], pre: Preprocessing | None = None) -> np.ndarray:
     """Images -> the float32 batch the model takes.
 
@@ -280,8 +319,9 @@ def preprocess(images: ImageSource | Iterable[ImageSource], pre: Preprocessing |
         pre: the preprocessing (default: torchvision's).
 
     Returns:
-        float32 (N, 3, H, W) or (N, H, W, 3) per ``pre.layout``, channels in
-        ``pre.channel_order``, ``(pixel * scale - mean) / std``.
+        float32 (N, C, H, W) or (N, H, W, C) per ``pre.layout``, channels in
+        ``pre.channel_order`` (C = 3, or 1 for GRAY: the luma, rounded to 0..255 as
+        OpenCV's RGB2GRAY does), ``(pixel * scale - mean) / std``.
 
     Raises:
         ImageError: no images, or one that cannot be read.
@@ -289,11 +329,14 @@ def preprocess(images: ImageSource | Iterable[ImageSource], pre: Preprocessing |
     pre = pre or PRESETS["torchvision"]
     items = _as_list(images)
     out_h, out_w = pre.size
-    batch = np.empty((len(items), out_h, out_w, 3), dtype=np.float32)
+    batch = np.empty((len(items), out_h, out_w, pre.channels), dtype=np.float32)
     table = _lookup_table(pre)
     order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
     for i, item in enumerate(items):
         rgb = fit_image(item, pre)
+        if pre.channel_order == "GRAY":
+            batch[i, :, :, 0] = table[0][cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)]
+            continue
         for c, source in enumerate(order):
             batch[i, :, :, c] = table[c][rgb[:, :, source]]
     if pre.layout == "NCHW":
@@ -310,24 +353,28 @@ def deprocess(x: np.ndarray, pre: Preprocessing | None = None) -> np.ndarray:
 
     Returns:
         uint8 H×W×3 RGB for one sample, N×H×W×3 for a batch; values are
-        ``round((x * std + mean) / scale)`` clipped to 0..255.
+        ``round((x * std + mean) / scale)`` clipped to 0..255 (GRAY: that grey in all three).
 
     Raises:
-        ImageError: ``x`` is not 3-D or 4-D with 3 channels where the layout puts them.
+        ImageError: ``x`` is not 3-D or 4-D with the preprocessing's channel count where
+            the layout puts the channels.
     """
     pre = pre or PRESETS["torchvision"]
     x = np.asarray(x, dtype=np.float64)
     if x.ndim not in (3, 4):
         raise ImageError(f"deprocess takes one sample (3-D) or a batch (4-D), got shape {x.shape}")
     hwc = x if pre.layout == "NHWC" else np.moveaxis(x, -3, -1)
-    if hwc.shape[-1] != 3:
+    if hwc.shape[-1] != pre.channels:
         raise ImageError(
-            f"expected 3 channels on the channel axis of layout {pre.layout}, got shape {x.shape}: "
-            f"pass arrays in the preprocessing's layout (or change its layout)"
+            f"expected {pre.channels} channel(s) on the channel axis of layout {pre.layout} "
+            f"(channel_order {pre.channel_order}), got shape {x.shape}: pass arrays in the "
+            f"preprocessing's layout (or change its layout)"
         )
     pixels = (hwc * np.asarray(pre.std) + np.asarray(pre.mean)) / pre.scale
     if pre.channel_order == "BGR":
         pixels = pixels[..., ::-1]
+    elif pre.channel_order == "GRAY":
+        pixels = np.repeat(pixels, 3, axis=-1)
     return np.ascontiguousarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
@@ -430,7 +477,7 @@ def _short_side(h: int, w: int, side: float) -> tuple[int, int]:
 
 
 def _lookup_table(pre: Preprocessing) -> np.ndarray:
-    """(3, 256) float32: the normalised value of each 0..255 level per model channel.
+    """(channels, 256) float32: the normalised value of each 0..255 level per model channel.
 
     Computed in float64 and rounded once, so every input value is the correctly
     rounded float32 of ``(pixel * scale - mean) / std``.
@@ -445,6 +492,7 @@ __all__ = [
     "CHANNEL_ORDERS",
     "FIELDS",
     "LAYOUTS",
+    "LUMA",
     "METADATA_KEY",
     "PRESETS",
     "Preprocessing",
@@ -453,4 +501,5 @@ __all__ = [
     "load_image",
     "parse_preprocessing",
     "preprocess",
+    "seen_image",
 ]

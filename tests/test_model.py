@@ -75,3 +75,28 @@ def test_activations_run_in_priority_order_and_the_rest_in_the_default(model):
     assert orders == {"expose": ort.ExecutionOrder.PRIORITY_BASED, "grad": ort.ExecutionOrder.DEFAULT}
     forward = model.session(model.proto)._session.get_session_options()
     assert forward.execution_order == ort.ExecutionOrder.DEFAULT
+
+
+def test_a_grey_model_gets_the_luma_of_its_images():
+    """A one-channel input: the preset's convention in GRAY (luma-weighted mean and std),
+    the picture shown grey, and an RGB convention refused with what to do."""
+    from onnxviz.errors import ImageError
+    from onnxviz.preprocess import PRESETS, Preprocessing
+
+    grey = onnxviz.Model(gap_gemm(channels=1), provider="cpu")
+    pre = grey.preprocessing
+    assert pre.channel_order == "GRAY" and pre.mean == PRESETS["torchvision"].to_grey().mean
+    pre = grey.preprocessing = pre.replace(resize=None)  # 16x16 photos as they are
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    x = grey.preprocess(photo)
+    assert x.shape == (1, 1, 16, 16)
+    luma = np.rint(photo.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    np.testing.assert_allclose(x[0, 0], (luma / 255 - pre.mean[0]) / pre.std[0], rtol=1e-5, atol=1e-6)
+    assert grey.run(x).shape == (1, 5)
+    shown = grey.display_image(photo)
+    assert shown.shape == (16, 16, 3) and (shown == shown[..., :1]).all()
+    np.testing.assert_allclose(shown[..., 0], luma, atol=0)
+    rgb = onnxviz.Model(gap_gemm(channels=1), provider="cpu", preprocessing=Preprocessing(size=(16, 16)))
+    with pytest.raises(ImageError, match="takes 1 channel.* makes 3 .channel_order RGB.*GRAY"):
+        rgb.preprocess(photo)

@@ -310,10 +310,47 @@ def test_deprocess_clips_to_pixel_range():
 
 
 def test_deprocess_wrong_shape():
-    with pytest.raises(ImageError, match="3 channels on the channel axis of layout NCHW"):
+    with pytest.raises(ImageError, match=r"3 channel\(s\) on the channel axis of layout NCHW"):
         deprocess(np.zeros((2, 4, 4, 3)), Preprocessing())
     with pytest.raises(ImageError, match=r"one sample \(3-D\) or a batch \(4-D\)"):
         deprocess(np.zeros((4, 4)), Preprocessing())
+
+
+# --------------------------------------------------------------------------- grey models
+def test_gray_is_the_luma_normalised_once():
+    """One channel: round(0.299 R + 0.587 G + 0.114 B), then (p / 255 - mean) / std."""
+    pre = Preprocessing(size=(2, 3), resize=None, channel_order="grey", mean=0.5, std=0.25)
+    assert pre.channel_order == "GRAY" and pre.mean == (0.5,) and pre.channels == 1
+    x = preprocess(TINY, pre)
+    assert x.shape == (1, 1, 2, 3)
+    luma = np.rint(TINY.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    assert luma[1, 2] == 124  # (200, 100, 50): 59.8 + 58.7 + 5.7
+    np.testing.assert_allclose(x[0, 0], (luma / 255 - 0.5) / 0.25, rtol=1e-6)
+    nhwc = preprocess(TINY, pre.replace(layout="NHWC"))
+    np.testing.assert_array_equal(nhwc[..., 0], x[:, 0])
+
+
+def test_to_grey_weights_the_preset_statistics_by_the_luma():
+    grey = PRESETS["torchvision"].to_grey()
+    assert grey.channel_order == "GRAY"
+    assert grey.mean[0] == pytest.approx(0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+    assert grey.std[0] == pytest.approx(0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225)
+    caffe = PRESETS["caffe"].to_grey()  # its means are in BGR order
+    assert caffe.mean[0] == pytest.approx(0.299 * 123.68 + 0.587 * 116.779 + 0.114 * 103.939)
+    assert caffe.std == (1.0,) and caffe.scale == 1.0
+    assert grey.to_grey() is grey
+
+
+def test_gray_round_trips_and_its_errors():
+    pre = PRESETS["torchvision"].to_grey().replace(size=(2, 3), resize=None)
+    x = preprocess(TINY, pre)
+    grey = cv2.cvtColor(TINY, cv2.COLOR_RGB2GRAY)
+    np.testing.assert_array_equal(deprocess(x, pre), np.repeat(grey[None, :, :, None], 3, axis=-1))
+    assert Preprocessing.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+    with pytest.raises(OnnxvizError, match="mean must be one finite number .a grey model has one channel"):
+        pre.replace(mean=(0.4, 0.5, 0.6))
+    with pytest.raises(ImageError, match=r"expected 1 channel\(s\)"):
+        deprocess(np.zeros((1, 3, 2, 3)), pre)
 
 
 # --------------------------------------------------------------------------- the dataclass and its metadata form

@@ -226,15 +226,16 @@ def filter_grid(
         weights: O×I×kh×kw.
         cell: pixels available for the longer kernel side.
         cols: grid columns; default near-square.
-        channel_order: "RGB", or "BGR" for a model fed BGR input (kernels shown in true colour).
+        channel_order: "RGB", or "BGR" for a model fed BGR input (kernels shown in true
+            colour); "GRAY" (one input channel) in grey.
         pad, background: see :func:`tile`.
         labels: caption each kernel with its output index.
 
     Returns:
         uint8 RGB image.
     """
-    if channel_order not in ("RGB", "BGR"):
-        raise OnnxvizError(f"unknown channel order {channel_order!r}; use 'RGB' or 'BGR'")
+    if channel_order not in ("RGB", "BGR", "GRAY"):
+        raise OnnxvizError(f"unknown channel order {channel_order!r}; use 'RGB', 'BGR' or 'GRAY'")
     w = np.asarray(weights)
     if w.ndim != 4 or w.size == 0:
         raise ImageError(f"expected conv weights of shape O×I×kh×kw, got {w.shape}")

@@ -212,15 +212,16 @@ def gradient_image(
             plain H×W map are accepted too.
         layout: "CHW" or "HWC".
         percentile: see :func:`normalize`.
-        channel_order: "RGB", or "BGR" for a model fed BGR input (shown in true colour).
+        channel_order: "RGB", or "BGR" for a model fed BGR input (shown in true colour);
+            "GRAY" (one channel) is shown in grey.
 
     Returns:
         H×W×3 uint8 RGB.
     """
     if layout not in ("CHW", "HWC"):
         raise OnnxvizError(f"unknown layout {layout!r}; use 'CHW' or 'HWC'")
-    if channel_order not in ("RGB", "BGR"):
-        raise OnnxvizError(f"unknown channel order {channel_order!r}; use 'RGB' or 'BGR'")
+    if channel_order not in ("RGB", "BGR", "GRAY"):
+        raise OnnxvizError(f"unknown channel order {channel_order!r}; use 'RGB', 'BGR' or 'GRAY'")
     g = np.asarray(grad)
     if g.ndim == 4 and g.shape[0] == 1:
         g = g[0]

@@ -275,6 +275,23 @@ def test_ig_baseline_option(files, tiny, tmp_path):
     assert result.exit_code == 2 and "'white' is not a number or one of black" in result.output
 
 
+def test_a_grey_model_runs_from_colour_photos(files, tmp_path):
+    """A one-channel model gets the luma of the photo (it got 3 channels and every command
+    failed, telling the user to preprocess as it had just done)."""
+    from tests.fixtures import gap_gemm
+
+    path = tmp_path / "grey.onnx"
+    onnx.save(gap_gemm(channels=1, size=SIZE), str(path))
+    out = tmp_path / "g.png"
+    result = run("saliency", files["red"], "-m", path, "-o", out, "--save-array")
+    assert result.exit_code == 0, result.output
+    assert np.load(out.with_suffix(".npy")).shape == (SIZE, SIZE)
+    assert "channel_order=GRAY" in run("inspect", "-m", path).stdout
+    assert run("activations", files["red"], "-m", path, "--layer", "relu1", "-o", tmp_path / "a.png").exit_code == 0
+    user_error(run("saliency", files["red"], "-m", path, "--bgr", "-o", tmp_path / "b.png"),
+               "takes 1 channel(s) but the preprocessing makes 3", "drop --rgb/--bgr")
+
+
 def test_quiet_attribution_prints_no_progress(files, tmp_path):
     args = ("smoothgrad", files["red"], "-m", files["model"], "-o", tmp_path / "s.png", "--samples", "2")
     assert "smoothgrad" in run(*args).stderr  # the progress label
