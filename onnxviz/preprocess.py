@@ -2,8 +2,8 @@
 
 A model sees ``x = (pixel * scale - mean) / std`` per channel, where ``pixel`` is
 0..255 in the model's channel order (RGB, BGR, or GRAY: one luma channel for grey
-models), after resizing the short side
-to ``resize`` and centre-cropping ``size`` (or resizing straight to ``size``).
+models), after resizing the short side to ``resize`` and centre-cropping ``size``
+(or resizing straight to ``size``).
 Models built or annotated by onnxviz store this under the metadata key
 ``onnxviz.preprocessing`` as the JSON of :meth:`Preprocessing.to_dict`::
 
@@ -74,8 +74,8 @@ def _per_channel(value: object, name: str, count: int) -> tuple[float, ...]:
     if len(values) == 1:
         values = values * count
     if len(values) != count or not all(_is_number(v) and math.isfinite(v) for v in values):
-        what = "one finite number (a grey model has one channel)" if count == 1 else \
-            f"one or {count} finite numbers (one per channel)"
+        what = ("one finite number (a grey model has one channel)" if count == 1
+                else f"one or {count} finite numbers (one per channel)")
         raise OnnxvizError(f"{name} must be {what}, got {value!r}")
     return tuple(float(v) for v in values)
 
