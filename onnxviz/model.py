@@ -501,7 +501,8 @@ class Model:
                 f"model input {self.input.name!r} takes {channels} channel(s) but the "
                 f"preprocessing makes {pre.channels} (channel_order {pre.channel_order}); "
                 + ("use channel_order GRAY with one mean and std (drop --rgb/--bgr)" if channels == 1
-                   else "use channel_order RGB or BGR")
+                   else "use channel_order RGB or BGR" if channels == 3
+                   else "photos become 1 (GRAY) or 3 channels: feed the model arrays of your own")
             )
         return preprocess(images, pre)
 

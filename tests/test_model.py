@@ -100,3 +100,6 @@ def test_a_grey_model_gets_the_luma_of_its_images():
     rgb = onnxviz.Model(gap_gemm(channels=1), provider="cpu", preprocessing=Preprocessing(size=(16, 16)))
     with pytest.raises(ImageError, match="takes 1 channel.* makes 3 .channel_order RGB.*GRAY"):
         rgb.preprocess(photo)
+    four = onnxviz.Model(gap_gemm(channels=4), provider="cpu")
+    with pytest.raises(ImageError, match="takes 4 channel.*feed the model arrays of your own"):
+        four.preprocess(photo)
