@@ -37,6 +37,9 @@ CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 LUMA = (0.299, 0.587, 0.114)
 LAYOUTS = ("NCHW", "NHWC")
 
+#: Above this many pixels, :func:`fit_image` crops before resizing (see there).
+MAX_RESIZED_PIXELS = 1 << 25
+
 #: What :func:`load_image` accepts: a path, encoded file bytes, or an array.
 ImageSource = Union[str, "os.PathLike[str]", bytes, np.ndarray]
 
@@ -294,6 +297,13 @@ def fit_image(image: ImageSource, pre: Preprocessing) -> np.ndarray:
         if new_h < out_h or new_w < out_w:  # resize smaller than the crop: cover it
             new_h, new_w = _short_side(h, w, max(out_h * min(h, w) / h, out_w * min(h, w) / w))
             new_h, new_w = max(new_h, out_h), max(new_w, out_w)
+    if new_h * new_w > MAX_RESIZED_PIXELS:
+        # A strip (1 x 60000) would be resized whole first: 12 GB for a 224 x 224 crop. Crop
+        # the source to what the centre crop covers, then resize that (alignment may move by
+        # a fraction of a source pixel).
+        crop_h, crop_w = max(1, round(out_h * h / new_h)), max(1, round(out_w * w / new_w))
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        rgb, h, w, new_h, new_w = rgb[top : top + crop_h, left : left + crop_w], crop_h, crop_w, out_h, out_w
     if (new_h, new_w) != (h, w):
         shrinking = new_h <= h and new_w <= w
         rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
@@ -397,13 +407,25 @@ def _decode(data: np.ndarray, label: str) -> np.ndarray:
     # keep alpha and 16-bit depth.
     jpeg = data[:2].tobytes() == b"\xff\xd8"
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if jpeg else cv2.IMREAD_UNCHANGED
-    decoded = cv2.imdecode(data, flags) if data.size else None
+    try:
+        decoded = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error as exc:  # OpenCV refuses images over CV_IO_MAX_IMAGE_PIXELS (2^30) with an error
+        raise ImageError(
+            f"{label} cannot be decoded by opencv ({_cv_reason(exc)}); shrink it below a "
+            f"gigapixel, or convert it to PNG or JPEG"
+        ) from exc
     if decoded is None:
         raise ImageError(
             f"{label} is not an image opencv can read (empty, corrupt or an unsupported "
             f"format); convert it to PNG or JPEG"
         )
     return decoded
+
+
+def _cv_reason(exc: Exception) -> str:
+    """The reason in an OpenCV error's text (after its ``(-215:...)`` code), on one line."""
+    text = " ".join(str(exc).split())
+    return text.split(") ", 1)[-1].split(" in function")[0] if "(-" in text else text
 
 
 def _to_rgb8(a: np.ndarray, label: str, from_file: bool) -> np.ndarray:
@@ -462,8 +484,14 @@ def _as_list(images: ImageSource | Iterable[ImageSource]) -> list[ImageSource]:
     if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
         return [images]
     if isinstance(images, np.ndarray):
-        return list(images) if images.ndim == 4 else [images]
-    items = list(images)
+        items = list(images) if images.ndim == 4 else [images]
+    elif hasattr(images, "__iter__"):
+        items = list(images)
+    else:
+        raise ImageError(
+            f"expected an image (a path, encoded bytes or an array) or a list of them, got "
+            f"{type(images).__name__}"
+        )
     if not items:
         raise ImageError("no images given; pass a path, an array or a list of them")
     return items

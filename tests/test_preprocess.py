@@ -316,6 +316,46 @@ def test_deprocess_wrong_shape():
         deprocess(np.zeros((4, 4)), Preprocessing())
 
 
+# --------------------------------------------------------------------------- extreme images, bad sources
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height grey pixels (no pixel data follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_an_image_too_large_for_opencv_is_an_image_error():
+    with pytest.raises(ImageError, match="image bytes cannot be decoded by opencv .*gigapixel"):
+        load_image(_png_header_only(40000, 40000))
+
+
+def test_a_long_strip_is_cropped_before_it_is_resized(monkeypatch):
+    """1 x 60000 pixels: resizing the whole strip to a short side of 256 first took 12 GB."""
+    import onnxviz.preprocess as module
+
+    strip = np.full((1, 60000, 3), 77, np.uint8)
+    out = fit_image(strip, PRESETS["torchvision"])
+    assert out.shape == (224, 224, 3) and (out == 77).all()
+    # the crop-first path shows the same picture, to about a grey level on a photo
+    expected = fit_image(photo(), PRESETS["torchvision"])
+    monkeypatch.setattr(module, "MAX_RESIZED_PIXELS", 1000)
+    cropped_first = fit_image(photo(), PRESETS["torchvision"])
+    assert np.abs(cropped_first.astype(int) - expected).mean() < 3
+
+
+@pytest.mark.parametrize("source, message", [
+    (None, "got NoneType"), (5, "got int"), (np.zeros((0, 8, 8, 3), np.uint8), "no images given"),
+])
+def test_what_is_not_an_image_source(source, message):
+    with pytest.raises(ImageError, match=message):
+        preprocess(source, PRESETS["torchvision"])
+
+
 # --------------------------------------------------------------------------- grey models
 def test_gray_is_the_luma_normalised_once():
     """One channel: round(0.299 R + 0.587 G + 0.114 B), then (p / 255 - mean) / std."""
