@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -423,9 +424,10 @@ def _decode(data: np.ndarray, label: str) -> np.ndarray:
 
 
 def _cv_reason(exc: Exception) -> str:
-    """The reason in an OpenCV error's text (after its ``(-215:...)`` code), on one line."""
+    """The reason in an OpenCV error's text (after its ``(-215:Assertion failed)`` code)."""
     text = " ".join(str(exc).split())
-    return text.split(") ", 1)[-1].split(" in function")[0] if "(-" in text else text
+    found = re.search(r"\(-?\d+:[^)]*\) (.*?)(?: in function .*)?$", text)
+    return found.group(1) if found else text
 
 
 def _to_rgb8(a: np.ndarray, label: str, from_file: bool) -> np.ndarray:
