@@ -52,6 +52,8 @@ def fill_images(images: np.ndarray, baseline: float | str, window: tuple[int, in
                 for image in images
             ])
         raise MethodError(f"unknown occlusion baseline {baseline!r}; give a number, 'mean' or 'blur'")
+    if not np.isfinite(baseline):
+        raise MethodError(f"occlusion baseline {baseline!r} is not a finite number; give one, 'mean' or 'blur'")
     return np.full_like(images, float(baseline))
 
 

@@ -40,6 +40,8 @@ def noisy_copies(x: np.ndarray, n: int, noise: float, seed: int = 0) -> np.ndarr
     ``numpy.random.default_rng((seed, i))``, so a sample gets the same noise whatever
     batch it is in.
     """
+    if not (np.isfinite(noise) and noise >= 0):
+        raise MethodError(f"noise must be a finite number >= 0 (a fraction of the input range), got {noise!r}")
     x = np.asarray(x, dtype=np.float32)
     out = np.repeat(x, n, axis=0)
     for i, sample in enumerate(x):
@@ -176,6 +178,8 @@ def integrated_gradients(
             raise MethodError(f"unknown baseline {baseline!r}; give 'black', a number or an array")
         baseline = black_input(model, x)
     base = np.broadcast_to(np.asarray(baseline, dtype=np.float32), x.shape)
+    if not np.isfinite(base).all():
+        raise MethodError("the baseline has NaN or infinite values; give 'black', a finite number or array")
     ends = model.logits(np.concatenate([x, base]))
     targets = np.argmax(ends[:n], axis=1) if target is None else model.targets(x, target)
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)

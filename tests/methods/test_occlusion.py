@@ -107,3 +107,11 @@ def test_occlusion_rejects_bad_options(small):
         occlusion(model, x, 0, window=0)
     with pytest.raises(MethodError, match="out of range: the model has 5 classes"):
         occlusion(model, x, 7, window=4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_fill_value_must_be_finite(bad):
+    from onnxviz.methods.occlusion import fill_images
+
+    with pytest.raises(MethodError, match="is not a finite number"):
+        fill_images(np.zeros((1, 3, 4, 4), np.float32), bad, (2, 2))

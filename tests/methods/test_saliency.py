@@ -235,3 +235,17 @@ def test_free_image_size_models_get_gradients():
         for name in ("conv", "pool"):
             np.testing.assert_array_equal(acts[name], want[name])
     assert {key for key in free._rewritten if key[0] == "sized"} == {("sized", (3, 21, 30)), ("sized", (3, 16, 16))}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_noise_must_be_finite_and_not_negative(smooth, bad):
+    _, model, x = smooth
+    with pytest.raises(OnnxvizError, match="noise must be a finite number >= 0"):
+        smoothgrad(model, x, TARGETS, n=2, noise=bad)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_baseline_must_be_finite(smooth, bad):
+    _, model, x = smooth
+    with pytest.raises(OnnxvizError, match="baseline has NaN or infinite values"):
+        integrated_gradients(model, x, TARGETS, baseline=bad, steps=2)
