@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxviz.errors import GradientError, ImageError, OnnxvizError
+from onnxviz.errors import GradientError, ImageError, MethodError, OnnxvizError
 from onnxviz.graph._nodes import attrs, tensor_names
 from onnxviz.graph.info import FLOAT_TYPES, InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
@@ -241,7 +241,22 @@ class Model:
     def logits(self, x: np.ndarray, progress: bool | str = False) -> np.ndarray:
         """Pre-softmax scores, shape (N, classes) (trailing size-1 axes flattened)."""
         out = self.activations(x, [self.logit_name], progress=progress)[self.logit_name]
+        self._check_scores(self.logit_name, out.shape, np.shape(x)[0])
         return out.reshape(out.shape[0], -1)
+
+    def _check_scores(self, name: str, shape: tuple[int, ...], n: int) -> None:
+        """Raise unless ``shape`` holds one vector of class scores per sample of ``n``."""
+        if len(shape) == 0 or shape[0] != n:
+            raise MethodError(
+                f"output {name!r} has shape {tuple(shape)} for a batch of {n}: no batch axis, so "
+                f"there is no class score per image to explain; export the model with a batch axis"
+            )
+        if sum(d != 1 for d in shape[1:]) > 1:
+            raise MethodError(
+                f"output {name!r} has shape {tuple(shape)}: a map, not one score per class; "
+                f"attribution methods explain a classifier's class scores, (N, classes); look at "
+                f"this output with `onnxviz activations --layer {name}`"
+            )
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Softmax of :meth:`logits`, shape (N, classes)."""
@@ -406,7 +421,9 @@ class Model:
 
     def one_hot(self, x: np.ndarray, targets: np.ndarray, output: str | None = None) -> np.ndarray:
         """A seed selecting class ``targets[i]`` of sample i in ``output`` (default: logits)."""
-        shape = self._output_shape(output or self.logit_name, np.asarray(x).shape[0], x)
+        output = output or self.logit_name
+        shape = self._output_shape(output, np.asarray(x).shape[0], x)
+        self._check_scores(output, shape, shape[0])
         seed = np.zeros(shape, dtype=np.float32)
         flat = seed.reshape(shape[0], -1)
         if np.any(targets < 0) or np.any(targets >= flat.shape[1]):

@@ -103,3 +103,32 @@ def test_a_grey_model_gets_the_luma_of_its_images():
     four = onnxviz.Model(gap_gemm(channels=4), provider="cpu")
     with pytest.raises(ImageError, match="takes 4 channel.*feed the model arrays of your own"):
         four.preprocess(photo)
+
+
+def test_an_output_that_is_not_class_scores_is_refused_by_the_class_methods():
+    """A map output (segmentation) was read as 8192 classes; one with no batch axis gave
+    'got 10 targets for a batch of 1'."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxviz.errors import MethodError
+    from onnxviz.graph.load import make_model
+
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    maps = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "maps",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], [w])
+    model = onnxviz.Model(make_model(maps, opset=17), provider="cpu")
+    x = np.ones((1, 3, 8, 8), np.float32)
+    assert model.run(x).shape == (1, 2, 8, 8)  # the output itself is fine
+    with pytest.raises(MethodError, match=r"'y' has shape \(1, 2, 8, 8\): a map, not one score per class"):
+        model.logits(x)
+    with pytest.raises(MethodError, match="a map, not one score per class"):
+        model.one_hot(x, np.array([3]))
+    shape = numpy_helper.from_array(np.array([3], np.int64), "shape")
+    flat = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["g"]), helper.make_node("Reshape", ["g", "shape"], ["y"])],
+        "no_batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], [shape])
+    with pytest.raises(MethodError, match=r"'y' has shape \(3,\) for a batch of 1: no batch axis"):
+        onnxviz.Model(make_model(flat, opset=17), provider="cpu").logits(x)
