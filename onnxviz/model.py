@@ -521,6 +521,19 @@ class Model:
                    else "use channel_order RGB or BGR" if channels == 3
                    else "photos become 1 (GRAY) or 3 channels: feed the model arrays of your own")
             )
+        size = (self.input.height, self.input.width)
+        if all(isinstance(d, int) and d > 0 for d in size) and pre.size != size:
+            raise ImageError(
+                f"model input {self.input.name!r} takes {size[0]}x{size[1]} images but the "
+                f"preprocessing makes {pre.size[0]}x{pre.size[1]}; use size {size[0]}x{size[1]} "
+                f"(drop --size)"
+            )
+        if pre.layout != self.input.layout:
+            raise ImageError(
+                f"model input {self.input.name!r} is {self.input.layout} but the preprocessing "
+                f"makes {pre.layout}; use layout {self.input.layout} (drop --layout: it is read "
+                f"from the model)"
+            )
         return preprocess(images, pre)
 
     def display_image(self, image) -> np.ndarray:

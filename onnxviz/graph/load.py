@@ -62,6 +62,8 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Mode
 
 def _read(path: str) -> onnx.ModelProto:
     """Read an .onnx file and its external data, turning failures into ModelLoadError."""
+    if os.path.isdir(path):
+        raise ModelLoadError(f"model path {path!r} is a folder; give the .onnx file in it")
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file {path!r} does not exist; check the path")
     try:

@@ -157,6 +157,14 @@ def test_inspect_preprocessing_overrides(files):
     assert pp["channel_order"] == "RGB" and list(pp["mean"]) == [1, 2, 3]
 
 
+def test_a_size_or_layout_the_model_does_not_take_is_named(files, out_dir):
+    """They failed in onnxruntime with advice for Python users (Model.preprocess, x.transpose)."""
+    args = [files["red"], "-m", files["model"], "-o", out_dir / "g.png"]
+    user_error(run("gradcam", *args, "--size", "20"), f"takes {SIZE}x{SIZE} images but the preprocessing makes 20x20",
+               "drop --size")
+    user_error(run("gradcam", *args, "--layout", "nhwc"), "is NCHW but the preprocessing makes NHWC", "drop --layout")
+
+
 def test_inspect_reports_gradient_blockers(files, tmp_path):
     path = tmp_path / "blocked.onnx"
     onnx.save(tiny_cnn(blocker=BLOCKER), path)

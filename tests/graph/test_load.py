@@ -62,6 +62,8 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nope.onnx"
     with pytest.raises(ModelLoadError, match=r"nope\.onnx.*does not exist; check the path"):
         load_model(path)
+    with pytest.raises(ModelLoadError, match="is a folder; give the .onnx file in it"):
+        load_model(tmp_path)
 
 
 def test_garbage_bytes(tmp_path):
