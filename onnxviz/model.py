@@ -215,16 +215,39 @@ class Model:
     def _run(self, model: onnx.ModelProto | Session, feeds: dict[str, np.ndarray], outputs,
              progress: bool | str = False) -> dict[str, np.ndarray]:
         session = model if isinstance(model, Session) else self.session(model)
+        others = [name for name in session.input_names if name not in feeds]
+        if others:  # what a Python caller could feed, a command-line user cannot
+            raise ImageError(
+                f"this needs model input(s) besides the image {self.input.name!r}: "
+                f"{', '.join(map(repr, others))}; onnxviz feeds the image alone: ask for tensors "
+                f"computed before them, or export the model with them fixed as constants"
+            )
         return session.run_batched(feeds, outputs=outputs, batch_size=self.batch_size, progress=progress)
 
-    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def check_batch(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a float32 array if it can be a batch in the model's input layout.
+
+        Raises:
+            ImageError: not numbers (an image path: use :meth:`preprocess`), one sample
+                without its batch axis, or no sample at all.
+        """
         x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ImageError(
+                f"expected a preprocessed batch of numbers, got an array of {x.dtype}; turn "
+                f"images into one with Model.preprocess(paths)"
+            )
         if x.ndim == 3:
             raise ImageError(
                 f"expected a batch (N, ...) in the model's input layout, got one sample of shape "
                 f"{x.shape}: add a batch axis (x[None]) or use Model.preprocess"
             )
-        x = x.astype(np.float32, copy=False)
+        if x.ndim and x.shape[0] == 0:
+            raise ImageError(f"empty batch (shape {x.shape}); give at least one sample")
+        return x.astype(np.float32, copy=False)
+
+    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        x = self.check_batch(x)
         if self.input.dtype not in FLOAT_TYPES:  # integer pixels: round and saturate, as a PNG would
             dtype = onnx.helper.tensor_dtype_to_np_dtype(self.input.dtype)
             if np.issubdtype(dtype, np.integer):
@@ -275,7 +298,9 @@ class Model:
         back as a view of that copy's interior (it is never computed on its own:
         :func:`~onnxviz.graph.rewrite.share_padded`).
         """
-        names = list(dict.fromkeys(names))
+        names = list(dict.fromkeys([names] if isinstance(names, str) else names))
+        if not names:
+            raise OnnxvizError("no tensor names given; `onnxviz inspect` lists them")
         if not self._tensor_names.issuperset(names):
             for name in names:
                 self.check_tensor(name)
@@ -313,6 +338,8 @@ class Model:
     def class_index(self, target: int | str) -> int:
         """A class index from an index, a numeric string, or a label: the label itself, else
         the one label equal to it ignoring case, else the one label that contains it."""
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer, str)):
+            raise OnnxvizError(f"a class is an index (an integer) or a label, got {target!r}")
         if isinstance(target, (int, np.integer)):
             return int(target)
         text = str(target).strip()
@@ -351,10 +378,13 @@ class Model:
 
     def targets(self, x: np.ndarray, target: Target) -> np.ndarray:
         """One class index per sample: None means each sample's top-1 class."""
-        n = np.asarray(x).shape[0]
+        x = self.check_batch(x)
+        n = x.shape[0]
         if target is None:
             return np.argmax(self.logits(x), axis=1)
-        if isinstance(target, (int, np.integer, str)):
+        if isinstance(target, np.ndarray) and target.ndim == 0:
+            target = target.item()
+        if isinstance(target, str) or np.ndim(target) == 0:
             return np.full(n, self.class_index(target), dtype=np.int64)
         out = np.asarray([self.class_index(t) for t in target], dtype=np.int64)
         if out.shape != (n,):
@@ -422,7 +452,8 @@ class Model:
     def one_hot(self, x: np.ndarray, targets: np.ndarray, output: str | None = None) -> np.ndarray:
         """A seed selecting class ``targets[i]`` of sample i in ``output`` (default: logits)."""
         output = output or self.logit_name
-        shape = self._output_shape(output, np.asarray(x).shape[0], x)
+        x = self.check_batch(x)
+        shape = self._output_shape(output, x.shape[0], x)
         self._check_scores(output, shape, shape[0])
         seed = np.zeros(shape, dtype=np.float32)
         flat = seed.reshape(shape[0], -1)

@@ -132,3 +132,39 @@ def test_an_output_that_is_not_class_scores_is_refused_by_the_class_methods():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], [shape])
     with pytest.raises(MethodError, match=r"'y' has shape \(3,\) for a batch of 1: no batch axis"):
         onnxviz.Model(make_model(flat, opset=17), provider="cpu").logits(x)
+
+
+def test_what_is_not_a_batch_or_a_class_is_refused_in_words(model):
+    from onnxviz.errors import ImageError
+
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    with pytest.raises(ImageError, match="empty batch"):
+        model.gradient(x[:0], target=1)
+    with pytest.raises(ImageError, match="batch of numbers, got an array of <U"):
+        model.run("cat.jpg")
+    with pytest.raises(ImageError, match="got one sample of shape"):
+        onnxviz.grad_cam(model, x[0])
+    for bad in (3.7, True):
+        with pytest.raises(OnnxvizError, match="a class is an index .an integer. or a label, got"):
+            model.targets(x, bad)
+    assert model.targets(x, np.array(2)).tolist() == [2, 2]
+    assert model.targets(x, [1, "oyster"]).tolist() == [1, 3]
+    with pytest.raises(OnnxvizError, match="no tensor names given"):
+        model.activations(x, [])
+    assert list(model.activations(x, "logits")) == ["logits"]  # one name as a string
+
+
+def test_a_model_with_inputs_besides_the_image_says_so():
+    from onnx import TensorProto, helper
+
+    from onnxviz.graph.load import make_model
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+         helper.make_node("Add", ["m", "s"], ["y"])], "two_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    model = onnxviz.Model(make_model(graph, opset=13), provider="cpu")
+    with pytest.raises(OnnxvizError, match="needs model input.s. besides the image 'x': 's'; onnxviz feeds the image alone"):
+        model.run(np.zeros((1, 3, 8, 8), np.float32))

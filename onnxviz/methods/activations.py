@@ -18,7 +18,7 @@ from onnxviz.model import Model
 
 def input_hw(model: Model, x: np.ndarray) -> tuple[int, int]:
     """Height and width of a batch in the model's input layout."""
-    shape = np.asarray(x).shape
+    shape = model.check_batch(x).shape
     return (shape[2], shape[3]) if model.input.layout == "NCHW" else (shape[1], shape[2])
 
 

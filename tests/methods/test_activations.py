@@ -138,5 +138,5 @@ def test_activations_need_only_the_inputs_they_depend_on():
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["conv"], _reference(proto, x, "conv", temperature=np.ones(1, np.float32)),
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(ImageError, match="no array given for model input.*'temperature'"):
+    with pytest.raises(ImageError, match="needs model input.s. besides the image 'x': 'temperature'"):
         model.activations(x, ["scaled"])
