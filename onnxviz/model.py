@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxviz.errors import GradientError, ImageError, MethodError, OnnxvizError
+from onnxviz.errors import GradientError, ImageError, MethodError, ModelLoadError, OnnxvizError
 from onnxviz.graph._nodes import attrs, tensor_names
-from onnxviz.graph.info import FLOAT_TYPES, InputSpec, image_input, labels, preprocessing_dict
+from onnxviz.graph.info import FLOAT_TYPES, LABELS_KEY, InputSpec, image_input, labels, preprocessing_dict
 from onnxviz.graph.layers import Layer, list_layers
-from onnxviz.graph.load import load_model
+from onnxviz.graph.load import load_model, tensor_shapes
 from onnxviz.graph.rewrite import expose, fix_batch, fix_input_dims, fold_pads, require_known, share_padded
 from onnxviz.preprocess import PRESETS, Preprocessing, preprocess, seen_image
 from onnxviz.runtime.session import Session, check_batch_size, get_session
@@ -90,6 +90,21 @@ class Model:
         # id(proto) -> (proto, session): get_session hashes the serialized model (~18 ms
         # for the shipped model), far more than a forward pass, so look it up once per proto.
         self._sessions: dict[int, tuple[onnx.ModelProto, Session]] = {}
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        """Raise ModelLoadError when the stored labels cannot name the logits' classes."""
+        if not self.labels:
+            return
+        shape = self._cached(("shapes",), lambda: tensor_shapes(self.proto)).get(self.logit_name)
+        if shape and len(shape) > 1 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            classes = int(np.prod(shape[1:]))
+            if classes != len(self.labels):
+                raise ModelLoadError(
+                    f"metadata {LABELS_KEY!r} has {len(self.labels)} class names but "
+                    f"{self.logit_name!r} scores {classes} classes; fix the labels or remove them "
+                    f"from the model"
+                )
 
     # ----------------------------------------------------------------- description
     @property
@@ -350,8 +365,14 @@ class Model:
                 f"class {text!r} given by name but the model has no class labels in its "
                 f"metadata; give a class index instead"
             )
-        if text in self.labels:
-            return self.labels.index(text)
+        exact = [i for i, lab in enumerate(self.labels) if lab == text]
+        if len(exact) > 1:
+            raise OnnxvizError(
+                f"class {text!r} is the label of {len(exact)} classes: {self._listed(exact[:5])}; "
+                f"give its class index"
+            )
+        if exact:
+            return exact[0]
         lowered = [lab.lower() for lab in self.labels]
         matches = [i for i, lab in enumerate(lowered) if lab == text.lower()]  # ImageNet: Cardigan, cardigan
         matches = matches or [i for i, lab in enumerate(lowered) if text.lower() in lab]
@@ -465,8 +486,6 @@ class Model:
         return seed
 
     def _output_shape(self, name: str, n: int, x: np.ndarray) -> tuple[int, ...]:
-        from onnxviz.graph.load import tensor_shapes
-
         shapes = self._cached(("shapes",), lambda: tensor_shapes(self.proto))
         shape = shapes.get(name)
         if shape is not None and all(isinstance(d, int) for d in shape[1:]):

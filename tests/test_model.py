@@ -168,3 +168,20 @@ def test_a_model_with_inputs_besides_the_image_says_so():
     model = onnxviz.Model(make_model(graph, opset=13), provider="cpu")
     with pytest.raises(OnnxvizError, match="needs model input.s. besides the image 'x': 's'; onnxviz feeds the image alone"):
         model.run(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_labels_that_cannot_name_the_classes_are_refused():
+    """5 names for 10 classes were taken silently ('class 7' for class 7); a label written
+    twice picked the first of its classes."""
+    from onnxviz.errors import ModelLoadError
+
+    proto = gap_gemm(classes=10)
+    proto.metadata_props.add(key="onnxviz.labels", value=json.dumps(LABELS[:5]))
+    with pytest.raises(ModelLoadError, match="has 5 class names but 'logits' scores 10 classes"):
+        onnxviz.Model(proto, provider="cpu")
+    proto = gap_gemm(classes=3)
+    proto.metadata_props.add(key="onnxviz.labels", value=json.dumps(["cat", "cat", "dog"]))
+    model = onnxviz.Model(proto, provider="cpu")
+    with pytest.raises(OnnxvizError, match=r"'cat' is the label of 2 classes: 'cat' \(0\), 'cat' \(1\)"):
+        model.class_index("cat")
+    assert model.class_index("dog") == 2

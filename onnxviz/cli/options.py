@@ -7,6 +7,7 @@ loaded when a command runs (:meth:`ModelSpec.load`).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +289,7 @@ def output_paths(output: str, images: Sequence[str], method: str) -> list[Path]:
         if Path(output).suffix.lower() != ".png":
             raise click.UsageError(f"-o {output}: give a .png file or a folder")
         return [Path(output)]
-    if Path(output).suffix.lower() == ".png":
+    if Path(output).suffix.lower() == ".png" and not Path(output).is_dir():
         raise click.UsageError(
             f"-o {output} names one PNG but {len(images)} images were given; give a folder"
         )
@@ -302,7 +303,28 @@ def output_paths(output: str, images: Sequence[str], method: str) -> list[Path]:
             name, n = f"{stem}_{method}_{n}.png", n + 1
         seen.add(name)
         paths.append(folder / name)
+    for path in paths:
+        check_output(path)
     return paths
+
+
+def check_output(path: Path) -> Path:
+    """``path`` if a file can be written there, checked before any work is done: not an
+    existing folder, and the nearest existing folder above it is a writable folder.
+
+    Raises:
+        click.UsageError: what stands in the way.
+    """
+    if path.is_dir():
+        raise click.UsageError(f"-o: {str(path)!r} is a folder; give a file name or another folder")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise click.UsageError(f"-o: cannot write {str(path)!r}: {str(above)!r} is a file, not a folder")
+    if not os.access(above, os.W_OK):
+        raise click.UsageError(f"-o: cannot write {str(path)!r}: folder {str(above)!r} is not writable")
+    return path
 
 
 def npy_path(png: Path) -> Path:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from onnxviz.cli.options import default_images, images_argument, model_options, output_option, quiet_option
+from onnxviz.cli.options import (
+    check_output, default_images, images_argument, model_options, output_option, quiet_option,
+)
 
 
 @click.command()
@@ -26,7 +28,10 @@ def report(images, model, output, quiet) -> None:
     from onnxviz.report import build_report
 
     start = time.perf_counter()
+    from onnxviz.render.report import Report
+
     paths = default_images(images, all_samples=True)
+    check_output(Report.target(output))
     m = model.load()
     page = build_report(m, paths, progress=not quiet).write(output)
     if not quiet:

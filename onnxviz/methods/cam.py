@@ -101,8 +101,14 @@ def check_cam_layer(model: Model, layer: str) -> str:
     """
     layer = model.check_tensor(layer)
     found = next((item for item in model.layers if item.name == layer), None)
+    if found is None:
+        what = "the model's input image" if layer == model.input.name else "a weight or a constant"
+        raise MethodError(
+            f"layer {layer!r} is {what}; CAM methods need a feature map inside the network: "
+            f"pick a convolution output (`onnxviz inspect` lists them), or leave --layer out"
+        )
     if not _is_spatial(found):
-        shape = list(found.shape) if found is not None else "unknown"
+        shape = list(found.shape)
         raise MethodError(
             f"layer {layer!r} has shape {shape}: CAM methods need a spatial feature map (rank 4, "
             f"larger than 1x1); pick a convolution output (`onnxviz inspect` lists them with "

@@ -262,13 +262,16 @@ class Report:
             f"<body>{body}</body></html>\n"
         )
 
-    def write(self, out: str | os.PathLike) -> Path:
-        """Write the page atomically (folders created) and return its path: ``out`` itself
-        when it names an ``.html``/``.htm`` file, else ``out/index.html``."""
+    @staticmethod
+    def target(out: str | os.PathLike) -> Path:
+        """Where :meth:`write` puts the page: ``out`` itself when it names an
+        ``.html``/``.htm`` file, else ``out/index.html``."""
         path = Path(out)
-        if path.suffix.lower() not in (".html", ".htm"):
-            path = path / "index.html"
-        return write_text(path, self.to_html())
+        return path if path.suffix.lower() in (".html", ".htm") else path / "index.html"
+
+    def write(self, out: str | os.PathLike) -> Path:
+        """Write the page atomically (folders created) to :meth:`target` and return its path."""
+        return write_text(self.target(out), self.to_html())
 
 
 _CSS = """

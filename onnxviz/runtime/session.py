@@ -318,7 +318,7 @@ def session_options(threads: int | None = None, order: str = "default") -> ort.S
         raise OnnxvizError(f"order must be one of {sorted(EXECUTION_ORDERS)}, got {order!r}")
     options = ort.SessionOptions()
     options.execution_order = EXECUTION_ORDERS[order]
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # FATAL only: an error's text is in the exception we raise
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         options.intra_op_num_threads = int(threads)

@@ -300,6 +300,25 @@ def test_a_grey_model_runs_from_colour_photos(files, tmp_path):
                "takes 1 channel(s) but the preprocessing makes 3", "drop --rgb/--bgr")
 
 
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, monkeypatch):
+    """A file where a folder must be: refused up front (it failed after the method ran)."""
+    import onnxviz.report as report_module
+
+    blocker = tmp_path / "existing"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(report_module, "explain", lambda *a, **k: pytest.fail("ran before checking -o"))
+    monkeypatch.setattr(report_module, "build_report", lambda *a, **k: pytest.fail("ran before checking -o"))
+    result = run("gradcam", files["red"], "-m", files["model"], "-o", f"{blocker}/")
+    assert result.exit_code == 2 and "'existing' is a file, not a folder" in result.output.replace(str(tmp_path) + "/", "")
+    result = run("report", files["red"], "-m", files["model"], "-o", blocker / "r.html")
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    folder = tmp_path / "maps.png"  # an existing folder, whatever its name
+    folder.mkdir()
+    monkeypatch.undo()
+    assert run("saliency", files["red"], "-m", files["model"], "-o", folder).exit_code == 0
+    assert (folder / "red_saliency.png").is_file()
+
+
 def test_quiet_attribution_prints_no_progress(files, tmp_path):
     args = ("smoothgrad", files["red"], "-m", files["model"], "-o", tmp_path / "s.png", "--samples", "2")
     assert "smoothgrad" in run(*args).stderr  # the progress label

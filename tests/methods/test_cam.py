@@ -231,6 +231,10 @@ def test_a_layer_that_is_not_a_feature_map_of_the_logits_is_refused(vgg, method)
     for vector in ("flat", "fc1_relu", "logits"):
         with pytest.raises(MethodError, match=f"layer '{vector}' has shape .*spatial feature map"):
             class_activation_map(model, x, 1, vector, method)
+    with pytest.raises(MethodError, match="layer 'x' is the model's input image"):
+        class_activation_map(model, x, 1, "x", method)
+    with pytest.raises(MethodError, match="is a weight or a constant"):
+        class_activation_map(model, x, 1, proto.graph.initializer[0].name, method)
     side = type(proto)()
     side.CopyFrom(proto)  # a second output: relu1 max-pooled again, read by nothing else
     side.graph.node.append(helper.make_node("MaxPool", ["relu1"], ["side"], kernel_shape=[2, 2], strides=[2, 2]))

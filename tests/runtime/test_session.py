@@ -87,7 +87,7 @@ def test_session_options():
     options = session_options(3)
     assert options.intra_op_num_threads == 3
     assert options.inter_op_num_threads == 1
-    assert options.log_severity_level == 3
+    assert options.log_severity_level == 4
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert session_options().intra_op_num_threads == 0  # onnxruntime's default
     with pytest.raises(OnnxvizError, match="threads must be a positive integer"):
@@ -96,6 +96,19 @@ def test_session_options():
     assert session_options(order="priority").execution_order == ort.ExecutionOrder.PRIORITY_BASED
     with pytest.raises(OnnxvizError, match="order must be one of"):
         session_options(order="fastest")
+
+
+def test_a_failing_run_is_one_error_without_onnxruntime_log_lines(capfd):
+    """onnxruntime printed its own coloured [E:onnxruntime...] line before the exception."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 4])], [helper.make_tensor_value_info("y", FLOAT, [3])],
+        [numpy_helper.from_array(np.array([3], np.int64), "shape")])
+    session = get_session(make_model(graph, opset=17), "cpu")
+    capfd.readouterr()
+    with pytest.raises(OnnxvizError, match="onnxruntime could not run the model"):
+        session.run({"x": np.ones((1, 4), np.float32)})
+    assert "onnxruntime" not in capfd.readouterr().err
 
 
 def test_priority_order_gives_the_same_values():
