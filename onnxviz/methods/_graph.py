@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from onnxviz.graph._nodes import Constants, attrs
 
@@ -22,7 +23,8 @@ def constant_value(graph: onnx.GraphProto, name: str, constants: Constants | Non
 
     Follows Identity, Cast, Transpose, Reshape to a constant shape and DequantizeLinear
     (what exporters put between a stored weight and the op using it) up to ``depth`` ops
-    deep.
+    deep, and evaluates ConstantOfShape of a constant shape (weights stripped to a fill,
+    as in onnx's test-zoo models).
 
     Returns:
         The array, or None when ``name`` is computed from non-constant tensors.
@@ -56,6 +58,10 @@ def constant_value(graph: onnx.GraphProto, name: str, constants: Constants | Non
             return first.reshape(target)
         except ValueError:  # not a valid reshape: leave it to onnxruntime to say so
             return None
+    if node.op_type == "ConstantOfShape":
+        fill = a.get("value")
+        value = numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else np.float32(0)
+        return np.full([int(d) for d in first.reshape(-1)], value, dtype=np.asarray(value).dtype)
     if node.op_type == "DequantizeLinear":
         return _dequantize(graph, node, first, int(a.get("axis", 1)), constants, depth)
     return None

@@ -313,6 +313,23 @@ def test_cam_heads_of_real_caffe2_exports(name, features):
     np.testing.assert_allclose(maps.mean() + head.bias[7], logit, rtol=1e-3, atol=1e-4 * max(1.0, abs(logit)))
 
 
+def test_a_head_whose_weights_are_a_constant_fill_is_read():
+    """The wheel's zoo files keep their weights as ConstantOfShape fills: CAM refused them,
+    blaming a head it accepts ('AveragePool -> Reshape -> Gemm')."""
+    import onnx
+
+    import onnxviz
+    from zoo import zoo_path
+
+    proto = onnx.load(zoo_path("resnet50"))
+    fills = {n.output[0]: n for n in proto.graph.node if n.op_type == "ConstantOfShape"}
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    fill = onnx.numpy_helper.to_array(fills[gemm.input[1]].attribute[0].t).item()
+    head = find_cam_head(onnxviz.Model(proto, provider="cpu"))
+    assert head.features == "r171" and head.weight.shape == (1000, 2048)
+    assert np.all(head.weight == np.float32(fill))
+
+
 def test_vgg_style_zoo_head_is_still_refused():
     import onnxviz
     from zoo import load_zoo
