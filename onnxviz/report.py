@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import onnx
 
 from onnxviz.errors import GradientError, MethodError, OnnxvizError
+from onnxviz.graph.info import dim_text
 
 if TYPE_CHECKING:
     from onnxviz.model import Model
@@ -119,7 +122,7 @@ def describe(model: Model) -> dict[str, Any]:
 
 def summary(facts: dict[str, Any]) -> dict[str, str]:
     """The few facts of :func:`describe` shown in the report's header."""
-    shape = "×".join(str(d) if isinstance(d, int) else "N" for d in facts["image_input"]["shape"])
+    shape = "×".join(dim_text(d) for d in facts["image_input"]["shape"])
     pp = facts["preprocessing"]
     return {
         "model": facts["model"],
@@ -309,12 +312,18 @@ def build_report(
             results = explain(model, name, x, views, top, progress=label, **settings)
         except (GradientError, MethodError) as exc:
             skipped.append((spec.title, str(exc)))
+            if progress:
+                print(f"{label}: skipped, {exc}", file=sys.stderr, flush=True)
             continue
         for i, e in enumerate(results):
-            caption = f"{e.caption}\nclass {e.target} {e.label} ({e.probability:.1%})".strip()
+            named = f" {e.label}" if model.labels else ""  # else the label is "class N" again
+            caption = f"{e.caption}\nclass {e.target}{named} ({e.probability:.1%})".strip()
             per_image[i].append(View(e.title, e.picture, caption))
 
-    report = Report(title or model.name, summary(facts))
+    facts_shown = summary(facts)
+    if skipped:
+        facts_shown["not applicable"] = ", ".join(t for t, _ in skipped) + " (why: end of page)"
+    report = Report(title or model.name, facts_shown)
     for i, image in enumerate(images):
         report.add_image(
             image_name(image, i),
@@ -325,7 +334,10 @@ def build_report(
     if skipped:
         import html
 
-        items = "".join(f"<li><strong>{html.escape(t)}</strong>: {html.escape(m)}</li>" for t, m in skipped)
+        def marked(text: str) -> str:  # messages quote commands in backticks
+            return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+        items = "".join(f"<li><strong>{html.escape(t)}</strong>: {marked(m)}</li>" for t, m in skipped)
         report.add_section("Methods skipped on this model", html=f"<ul>{items}</ul>")
     return report
 

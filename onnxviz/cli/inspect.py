@@ -33,18 +33,12 @@ def inspect(model, as_json: bool) -> None:
 
 
 # --------------------------------------------------------------------------- text
-def _dim(d: Any) -> str:
-    """A size, a named free dim (``N``), or ``?``: unknown, a name onnx made up (``unk__3``),
-    or an expression from symbolic inference (``floor(H/2 - 1/2) + 1``; ``--json`` keeps it)."""
-    if d is None or (isinstance(d, str) and (not d.isidentifier() or d.startswith("unk__"))):
-        return "?"
-    return str(d)
-
-
 def format_shape(shape: Sequence[Any] | None) -> str:
+    from onnxviz.graph.info import dim_text  # here: `onnxviz --help` does not import onnx
+
     if shape is None:
         return "?"
-    return "[" + ", ".join(_dim(d) for d in shape) + "]"
+    return "[" + ", ".join(dim_text(d) for d in shape) + "]"
 
 
 def _pair(values: Sequence[Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -237,6 +238,14 @@ def _json_metadata(model: onnx.ModelProto, key: str, kind: type, what: str) -> o
             f"fix it or remove it from the model"
         )
     return value
+
+
+def dim_text(d: Any) -> str:
+    """A size, a named free dim (``N``), or ``?``: unknown, a name onnx made up (``unk__3``),
+    or an expression from symbolic inference (``floor(H/2 - 1/2) + 1``; ``--json`` keeps it)."""
+    if d is None or (isinstance(d, str) and (not d.isidentifier() or d.startswith("unk__"))):
+        return "?"
+    return str(d)
 
 
 def labels(model: onnx.ModelProto) -> list[str] | None:

@@ -80,7 +80,8 @@ def _layer(settings: Mapping[str, Any]) -> str:
 def _window(settings: Mapping[str, Any]) -> str:
     window, stride = settings.get("window", 32), settings.get("stride", 16)
     baseline, score = settings.get("baseline", 0.0), settings.get("score", "logit")
-    return f"window {window}, stride {stride}, baseline {baseline}, drop in {score}"
+    fill = baseline if isinstance(baseline, str) else f"{baseline} (model-input space)"
+    return f"window {window}, stride {stride}, baseline {fill}, drop in {score}"
 
 
 _METHODS = (

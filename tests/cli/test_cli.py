@@ -469,6 +469,31 @@ def test_report_tiny_model(files, tmp_path):
     assert "http://" not in html and "https://" not in html  # self-contained
 
 
+def test_report_says_what_does_not_apply_and_names_classes_once(files, tmp_path):
+    """A Flatten head (no CAM) and no labels: CAM's absence is in the header and on stderr,
+    its reason renders commands as code, and captions say "class 3" once (they said
+    "class 3 class 3"); free image dims keep their names (all were shown as N)."""
+    import re
+
+    from tests.fixtures import vgg_like
+
+    proto = vgg_like(size=SIZE)
+    for dim, name in zip(proto.graph.input[0].type.tensor_type.shape.dim[2:], ("H", "W")):
+        dim.Clear()
+        dim.dim_param = name
+    path = tmp_path / "vgg.onnx"
+    onnx.save(proto, str(path))
+    out = tmp_path / "page.html"
+    result = run("report", files["red"], "-m", path, "-o", out, "--size", str(SIZE))
+    assert result.exit_code == 0, result.output
+    assert "CAM: skipped, " in result.stderr
+    page = out.read_text(encoding="utf-8")
+    assert "not applicable</dt><dd>CAM (why: end of page)" in page
+    assert "<code>" in page and "`" not in page.split("Methods skipped")[1]
+    assert "N×3×H×W" in page
+    assert re.search(r"class (\d+) class \1\b", page) is None and re.search(r"class \d+ \(", page)
+
+
 def test_report_to_an_html_file(files, tmp_path):
     out = tmp_path / "pages" / "tiny.HTML"
     result = run("report", files["red"], "-m", files["model"], "-o", out, "-q")
