@@ -559,8 +559,8 @@ class Model:
         """Image path(s) or array(s) -> float32 batch in the model's input layout.
 
         Raises:
-            ImageError: the preprocessing makes another number of channels than the
-                model's input takes (an RGB convention for a grey model).
+            ImageError: the preprocessing does not fit the model's input: another channel
+                count (an RGB convention for a grey model), image size or layout.
         """
         pre, channels = self.preprocessing, self.input.channels
         if isinstance(channels, int) and channels != pre.channels:
