@@ -161,11 +161,18 @@ class Explanation:
     caption: str
 
 
-def image_name(image: Image, index: int) -> str:
-    """A display name: the file name, or ``image <i>`` for arrays."""
-    if isinstance(image, (str, os.PathLike)):
-        return Path(image).name
-    return f"image {index}"
+def image_names(images: Sequence[Image]) -> list[str]:
+    """Display names: the file name (with its folder when two different files share it), or
+    ``image <i>`` for arrays."""
+    names = [Path(image).name if isinstance(image, (str, os.PathLike)) else f"image {i}"
+             for i, image in enumerate(images)]
+    paths: dict[str, set[str]] = {}
+    for name, image in zip(names, images):
+        if isinstance(image, (str, os.PathLike)):
+            paths.setdefault(name, set()).add(os.path.abspath(image))
+    return [str(Path(Path(image).resolve().parent.name) / name)
+            if isinstance(image, (str, os.PathLike)) and len(paths[name]) > 1 else name
+            for name, image in zip(names, images)]
 
 
 def attribution_method(name: str):
@@ -324,9 +331,9 @@ def build_report(
     if skipped:
         facts_shown["not applicable"] = ", ".join(t for t, _ in skipped) + " (why: end of page)"
     report = Report(title or model.name, facts_shown)
-    for i, image in enumerate(images):
+    for i, heading in enumerate(image_names(images)):
         report.add_image(
-            image_name(image, i),
+            heading,
             photos[i],
             [(name, prob) for _, name, prob in predictions[i]],
             per_image[i],

@@ -507,3 +507,17 @@ def test_inspect_shows_named_dims_and_hides_made_up_ones():
 
     assert format_shape(("N", 3, "unk__2", "floor(H/2 - 1/2) + 1", None, "W")) == "[N, 3, ?, ?, ?, W]"
     assert format_shape(None) == "?"
+
+
+def test_report_headings_tell_two_photos_of_one_name_apart(files, tmp_path):
+    import shutil
+
+    from onnxviz.report import image_names
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(files["red"], tmp_path / folder / "cat.png")
+    a, b = tmp_path / "a" / "cat.png", tmp_path / "b" / "cat.png"
+    assert image_names([a, b, a, files["blue"]]) == ["a/cat.png", "b/cat.png", "a/cat.png", "blue.png"]
+    assert image_names([a, a]) == ["cat.png", "cat.png"]  # the same photo twice: its name
+    assert image_names([np.zeros((4, 4, 3), np.uint8)]) == ["image 0"]
