@@ -96,7 +96,7 @@ class Model:
         """Raise ModelLoadError when the stored labels cannot name the logits' classes."""
         if not self.labels:
             return
-        shape = self._cached(("shapes",), lambda: tensor_shapes(self.proto)).get(self.logit_name)
+        shape = self._shapes.get(self.logit_name)
         if shape and len(shape) > 1 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
             classes = int(np.prod(shape[1:]))
             if classes != len(self.labels):
@@ -170,6 +170,11 @@ class Model:
         if name not in self._tensor_names:
             require_known(self.proto.graph, [name])
         return name
+
+    @cached_property
+    def _shapes(self) -> dict:
+        """Tensor name -> shape as shape inference left it on the loaded model."""
+        return tensor_shapes(self.proto)
 
     @cached_property
     def _tensor_names(self) -> frozenset[str]:
@@ -486,8 +491,7 @@ class Model:
         return seed
 
     def _output_shape(self, name: str, n: int, x: np.ndarray) -> tuple[int, ...]:
-        shapes = self._cached(("shapes",), lambda: tensor_shapes(self.proto))
-        shape = shapes.get(name)
+        shape = self._shapes.get(name)
         if shape is not None and all(isinstance(d, int) for d in shape[1:]):
             return (n, *shape[1:])
         sample = self.activations(np.asarray(x)[:1], [name])[name]
